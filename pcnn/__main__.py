@@ -1,0 +1,3 @@
+from pcnn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The `pcnn` command line: one sub-command per job, each defined beside the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pcnn import __version__
+from pcnn.data_cli import add_data_parser
+from pcnn.evaluate_cli import add_evaluate_parser
+from pcnn.fid_cli import add_fid_parser
+from pcnn.sample_cli import add_sample_parser
+from pcnn.train_cli import add_train_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pcnn",
+        description=(
+            "PixelCNN++G: a class-conditional PixelCNN++ that generates 32x32 images of a chosen class and "
+            "classifies images by Bayes' rule. Data root: --data-dir, else $PCNN_DATA_DIR, else a generated "
+            "synthetic four-class set."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"pcnn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_data_parser(subparsers)
+    add_train_parser(subparsers)
+    add_evaluate_parser(subparsers)
+    add_sample_parser(subparsers)
+    add_fid_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Configuration dataclasses and the named profiles of DESIGN section 7.
+
+Every profile sets every field, so a run folder's `config.json` alone reproduces a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+CONDITIONING_VARIANTS = (
+    "none",
+    "gated-bias",
+    "single-matrix",
+    "per-layer-input",
+    "spatial",
+    "label-channel",
+    "film",
+)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one PixelCNN++G network (DESIGN section 1)."""
+
+    nr_resnet: int = 1
+    nr_filters: int = 40
+    nr_logistic_mix: int = 10
+    num_classes: int = 4
+    conditioning: str = "gated-bias"
+    dropout: float = 0.5
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in CONDITIONING_VARIANTS:
+            raise ValueError(
+                f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONING_VARIANTS)}"
+            )
+        if self.image_size % 4 or self.image_size < 4:
+            raise ValueError(f"image_size must be a positive multiple of 4, got {self.image_size}")
+        for name in ("nr_resnet", "nr_filters", "nr_logistic_mix", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, evaluation and bookkeeping of one training run (DESIGN section 7)."""
+
+    epochs: int = 100
+    batch_size: int = 16  # the global batch: split evenly across processes under torchrun
+    lr: float = 2e-4
+    # Epochs count from 1. Epoch e trains at lr * lr_decay**(e-1) while e <= lr_switch_epoch (or always,
+    # when the switch is off), then at lr_after_switch * lr_decay_after_switch**(e-1-lr_switch_epoch).
+    lr_decay: float = 0.99995  # multiplied into the learning rate once per epoch
+    lr_switch_epoch: int = 0  # 0 disables the switch; the `seed` profile switches after epoch 501
+    lr_after_switch: float = 1e-4
+    lr_decay_after_switch: float = 0.997
+    seed: int = 0
+    max_minutes: float = 0.0  # wall-clock budget of the whole run, summed over resumed sessions; 0 = none
+    max_steps: int = 0  # 0 means no step budget
+    max_train_images: int = 0  # 0 means the whole training split
+    augment: bool = True
+    polyak: bool = False
+    polyak_decay: float = 0.9995
+    eval_every: int = 1  # epochs
+    eval_subset: int = 0  # 0 means the whole validation split
+    sample_every: int = 0  # epochs; 0 disables sample grids
+    sample_per_class: int = 4
+    checkpoint_every: int = 0  # epochs; 0 keeps only `last` and `best`
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16
+    compile: str = "auto"  # auto | on | off
+    max_nonfinite_steps: int = 10
+    disc_weight: float = 0.0  # weight of the hybrid objective's cross-entropy term
+    disc_fraction: float = 0.25  # share of each batch that the discriminative term scores
+    grad_clip: float = 0.0  # 0 disables clipping
+    last_checkpoint_minutes: float = 0.0  # write `last` at an epoch end at most this often; 0 = every epoch
+    tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
+    # Fine-tuning (`pcnn finetune`); all off in a plain run.
+    init_checkpoint: str = ""  # start from these weights (with a fresh optimiser)
+    finetune_augment: bool = False  # add colour jitter and random crop to the training augmentation
+    focus_classes: str = ""  # comma-separated class indices drawn with `focus_share` of each epoch's draws
+    focus_share: float = 0.9
+    holdout_fraction: float = 0.0  # share of the training split held out to select and early-stop on
+    early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 never stops early
+
+
+@dataclass
+class RunConfig:
+    """A resolved profile: the model and its training."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(
+            name=data.get("name", "custom"),
+            model=ModelConfig(**data.get("model", {})),
+            train=TrainConfig(**data.get("train", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _smoke() -> RunConfig:
+    return RunConfig(
+        name="smoke",
+        model=ModelConfig(nr_resnet=1, nr_filters=16, nr_logistic_mix=5, dropout=0.0),
+        train=TrainConfig(
+            epochs=7, batch_size=16, lr=1e-3, lr_decay=0.999, seed=0, max_steps=200,
+            max_train_images=512, eval_every=7, eval_subset=64, sample_every=0, sample_per_class=2,
+            eval_batch_size=64,
+        ),
+    )
+
+
+def _cpu() -> RunConfig:
+    return RunConfig(
+        name="cpu",
+        model=ModelConfig(nr_resnet=1, nr_filters=40, nr_logistic_mix=10, dropout=0.5),
+        train=TrainConfig(
+            epochs=1000, batch_size=16, lr=2e-4, lr_decay=0.99995, seed=0, max_minutes=60.0,
+            eval_every=2, eval_subset=0, sample_every=10, checkpoint_every=10, eval_batch_size=64,
+        ),
+    )
+
+
+def _seed() -> RunConfig:
+    return RunConfig(
+        name="seed",
+        model=ModelConfig(nr_resnet=1, nr_filters=128, nr_logistic_mix=100, dropout=0.5),
+        train=TrainConfig(
+            epochs=801, batch_size=32, lr=2e-4, lr_decay=0.99995, lr_switch_epoch=501, lr_after_switch=1e-4,
+            lr_decay_after_switch=0.997, seed=4399, eval_every=25, sample_every=25, checkpoint_every=25,
+            eval_batch_size=128, num_workers=4,
+        ),
+    )
+
+
+PROFILES = {"smoke": _smoke, "cpu": _cpu, "seed": _seed}
+
+
+def profile(name: str) -> RunConfig:
+    """The resolved configuration of a named profile (`smoke`, `cpu` or `seed`)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]()
+
+
+def _coerce(text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    return text
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply `section.field=value` overrides (e.g. `train.epochs=3`), type-checked against the field."""
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or section not in ("model", "train") or name not in data[section]:
+            valid = ", ".join(f"{s}.{n}" for s in ("model", "train") for n in data[s])
+            raise ValueError(f"bad override {item!r}: expected section.field=value with one of: {valid}")
+        data[section][name] = _coerce(value, data[section][name])
+    return RunConfig.from_dict(data)

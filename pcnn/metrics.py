@@ -1,0 +1,75 @@
+"""Classification metrics: accuracy, macro F1, confusion matrix, calibration, bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts with true classes on rows and predicted classes on columns."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return float((labels == predictions).mean()) if labels.size else float("nan")
+
+
+def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
+    """Unweighted mean of per-class F1 over classes that occur in labels or predictions."""
+    cm = confusion_matrix(labels, predictions, num_classes)
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1) + cm.sum(axis=0)
+    present = support > 0
+    f1 = np.divide(2 * tp, support, out=np.zeros_like(tp), where=present)
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def bootstrap_accuracy_ci(
+    labels: np.ndarray, predictions: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy (resampling images with replacement)."""
+    correct = (np.asarray(labels) == np.asarray(predictions)).astype(float)
+    if correct.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, correct.size, size=(n_boot, correct.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def reliability(
+    labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Expected calibration error of the top-class confidence, and the per-bin data of a reliability diagram."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == np.asarray(labels)).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins).astype(float)
+    conf_sum = np.bincount(which, weights=confidence, minlength=n_bins)
+    acc_sum = np.bincount(which, weights=correct, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = conf_sum / counts
+        mean_acc = acc_sum / counts
+    ece = float(np.nansum(counts / max(counts.sum(), 1) * np.abs(mean_acc - mean_conf)))
+    return ece, {"edges": edges, "counts": counts, "confidence": mean_conf, "accuracy": mean_acc}
+
+
+def classification_report(
+    labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray, num_classes: int
+) -> dict:
+    """All headline classification numbers for a labelled split, JSON-ready."""
+    low, high = bootstrap_accuracy_ci(labels, predictions)
+    ece, _ = reliability(labels, probabilities)
+    return {
+        "n": int(np.asarray(labels).size),
+        "accuracy": accuracy(labels, predictions),
+        "accuracy_ci95": [low, high],
+        "macro_f1": macro_f1(labels, predictions, num_classes),
+        "ece": ece,
+        "confusion_matrix": confusion_matrix(labels, predictions, num_classes).tolist(),
+    }

@@ -1,0 +1,61 @@
+"""The network: shapes, every conditioning variant, and causality (no pixel sees itself or a later pixel)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pcnn.config import CONDITIONING_VARIANTS, ModelConfig
+from tests.conftest import grid_images, tiny_model
+
+
+@pytest.mark.parametrize("size", [8, 16, 12])
+def test_output_shape(size: int) -> None:
+    model = tiny_model(image_size=size)
+    out = model(grid_images(2, size), torch.tensor([0, 3]))
+    assert out.shape == (2, 30, size, size)
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONING_VARIANTS)
+def test_causality(conditioning: str) -> None:
+    """d params(i, j) / d x(p) is exactly zero for every sub-pixel p at or after (i, j) in raster order."""
+    size = 8
+    model = tiny_model(conditioning, image_size=size, nr_resnet=2).double()
+    x = grid_images(1, size).double().requires_grad_(True)
+    labels = torch.tensor([2])
+    out = model(x, labels)
+    weights = torch.randn(out.shape[1], dtype=torch.float64)
+    raster = torch.arange(size * size).reshape(size, size)
+    for i in range(size):
+        for j in range(size):
+            (grad,) = torch.autograd.grad((out[0, :, i, j] * weights).sum(), x, retain_graph=True)
+            later = (raster >= raster[i, j]).expand(3, size, size)
+            assert torch.all(grad[0][later] == 0), f"{conditioning}: output ({i},{j}) sees itself or later pixels"
+            if (i, j) != (0, 0):
+                assert grad[0][~later].abs().sum() > 0, f"{conditioning}: output ({i},{j}) sees no earlier pixel"
+
+
+@pytest.mark.parametrize("conditioning", [c for c in CONDITIONING_VARIANTS if c != "none"])
+def test_label_changes_output(conditioning: str) -> None:
+    model = tiny_model(conditioning)
+    x = grid_images(1, 8)
+    a, b = model(x, torch.tensor([0])), model(x, torch.tensor([1]))
+    assert not torch.allclose(a[..., 1:, :], b[..., 1:, :])
+
+
+def test_unconditional_ignores_labels() -> None:
+    model = tiny_model("none")
+    x = grid_images(1, 8)
+    assert torch.equal(model(x, torch.tensor([0])), model(x, None))
+
+
+def test_bad_inputs_rejected() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match="labels"):
+        model(grid_images(2, 8), None)
+    with pytest.raises(ValueError, match="lie in"):
+        model(grid_images(1, 8), torch.tensor([4]))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model(torch.zeros(1, 3, 10, 10), torch.tensor([0]))
+    with pytest.raises(ValueError, match="unknown conditioning"):
+        ModelConfig(conditioning="magic")
