@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check pcnn tests benchmarks
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --durations=15
 
 demo: $(STAMP)
 	$(BIN)/pcnn data synth

@@ -41,7 +41,11 @@ def _git_state(where: Path) -> dict[str, Any]:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where, capture_output=True, text=True, timeout=10, check=True,
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return {"commit": None, "dirty": None, "error": type(exc).__name__}
@@ -149,7 +153,7 @@ class RunRecord:
             lines = self.metrics_path.read_text().splitlines()
             kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
             _write_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
-        self._loss_file = self.loss_path.open("a", buffering=1 << 16)
+        self._loss_file = self.loss_path.open("a", buffering=1)  # line-buffered: a killed run loses no row
 
     def log_loss(self, step: int, loss: float) -> None:
         self._loss_file.write(f"{step},{loss!r}\n")

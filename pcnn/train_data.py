@@ -51,27 +51,26 @@ def focus_weights(labels: Sequence[int], classes: Sequence[int], share: float) -
 
 
 def epoch_order(n: int, epoch: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """The image indices (positions 0..n-1) of one epoch: a permutation, or weighted draws with replacement."""
+    """The positions 0..n-1 of one epoch's images: a permutation, or weighted draws with replacement."""
     rng = np.random.default_rng([seed, _ORDER_STREAM, epoch])
     if weights is None:
         return rng.permutation(n)
     return rng.choice(n, size=n, replace=True, p=weights)
 
 
-def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
-    """Split an epoch's order into full global batches and keep this process's equal share of each.
+def rank_batches(n: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """Split positions 0..n-1 of an epoch into full global batches; keep this process's equal share of each.
 
-    Global batch k is `order[k*B:(k+1)*B]` whatever the number of processes, so a run on W processes
-    computes the same averaged gradient as one process. The incomplete last batch is dropped.
+    Global batch k is positions `k*B .. (k+1)*B - 1` whatever the number of processes, so a run on W
+    processes averages the same gradient as one process. The incomplete last batch is dropped.
     """
     if batch_size % world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
     per_rank = batch_size // world_size
-    batches = []
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        mine = start + rank * per_rank
-        batches.append([int(i) for i in order[mine : mine + per_rank]])
-    return batches
+    return [
+        list(range(start + rank * per_rank, start + (rank + 1) * per_rank))
+        for start in range(0, n - batch_size + 1, batch_size)
+    ]
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -81,7 +80,7 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 
 def passthrough(image: torch.Tensor) -> torch.Tensor:
-    """The identity transform: a dataset built with it yields its cached uint8 images for a view to transform."""
+    """The identity transform: a dataset built with it yields cached uint8 images for a view to transform."""
     return image
 
 

@@ -11,6 +11,10 @@ import torch
 from pcnn.config import ModelConfig
 from pcnn.model import build_model
 
+# One intra-op thread per test process: `make test` runs pytest with two workers (pytest-xdist), and
+# oversubscribed OpenMP threads on a 2-core machine slow tiny-model tests by 50x or more.
+torch.set_num_threads(1)
+
 
 def randomize_(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
     """Perturb every parameter so zero-initialised paths (biases, label terms, FiLM) are exercised too."""

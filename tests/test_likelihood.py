@@ -78,7 +78,7 @@ def test_all_colours_sum_to_one() -> None:
     The 256 x 256 (G, B) plane of each R value is one batch laid out as a 256x256 image that shares the
     pixel's parameters.
     """
-    m = 4
+    m = 2
     params = random_params(1, m, 1, seed=3).expand(1, -1, 256, 256)
     levels = torch.arange(256, dtype=torch.float32) / 127.5 - 1
     gg, bb = torch.meshgrid(levels, levels, indexing="ij")

@@ -1,0 +1,306 @@
+"""The training engine: schedule, data order, run records, exact resume, guard rails, hybrid loss, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcnn.checkpoint import load_checkpoint, load_model
+from pcnn.classify import class_log_likelihoods, posterior
+from pcnn.config import ModelConfig, RunConfig, TrainConfig, apply_overrides, profile
+from pcnn.data import make_synthetic
+from pcnn.likelihood import dmol_nll
+from pcnn.model import build_model
+from pcnn.runrecord import read_losses, read_metrics
+from pcnn.train import NonFiniteLossError, TrainStep, build_optimizer, lr_at, make_train_step, train
+from pcnn.train_cli import add_train_parser
+from pcnn.train_data import epoch_order, holdout_split, rank_batches, sample_seed, subset_indices
+from tests.conftest import grid_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch):
+    """Tiny models run fastest (and bit-reproducibly across processes) on one thread."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    return make_synthetic(root, seed=0, counts={"train": 8, "validation": 4, "test": 4})
+
+
+def tiny_config(**train: object) -> RunConfig:
+    """8x8 images, 8 filters, 3 mixtures; 32 training images in batches of 4 = 8 steps per epoch."""
+    settings: dict[str, object] = dict(
+        epochs=3, batch_size=4, lr=2e-3, lr_decay=0.9, lr_switch_epoch=2, lr_after_switch=1e-3,
+        lr_decay_after_switch=0.5, seed=3, eval_every=1, eval_batch_size=16, polyak=True, polyak_decay=0.9,
+        sample_every=0, checkpoint_every=0, compile="off", precision="fp32",
+    )
+    settings.update(train)
+    return RunConfig(
+        name="tiny",
+        model=ModelConfig(nr_resnet=1, nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.5),
+        train=TrainConfig(**settings),
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted run that the resume tests compare against."""
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = train(tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1), data_dir=data_dir,
+                   run_dir=run_dir, progress=False)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+def test_lr_schedule_decays_per_epoch_and_switches() -> None:
+    tc = TrainConfig(lr=2e-4, lr_decay=0.99995, lr_switch_epoch=501, lr_after_switch=1e-4,
+                     lr_decay_after_switch=0.997)
+    assert lr_at(tc, 0) == 2e-4
+    assert lr_at(tc, 500) == pytest.approx(2e-4 * 0.99995**500)  # epoch 501, the last before the switch
+    assert lr_at(tc, 501) == 1e-4  # epoch 502
+    assert lr_at(tc, 511) == pytest.approx(1e-4 * 0.997**10)
+    assert lr_at(TrainConfig(lr=1.0, lr_decay=0.5), 3) == 0.125
+
+
+def test_seed_profile_is_the_original_configuration() -> None:
+    seed = profile("seed")
+    assert (seed.model.nr_filters, seed.model.nr_logistic_mix, seed.model.nr_resnet) == (128, 100, 1)
+    assert (seed.train.batch_size, seed.train.lr, seed.train.seed, seed.train.lr_switch_epoch) == (32, 2e-4, 4399, 501)
+    assert seed.train.epochs == 801 and seed.train.lr_decay == 0.99995 and seed.train.lr_decay_after_switch == 0.997
+    assert profile("cpu").train.max_minutes == 60
+    config = apply_overrides(profile("smoke"), ["train.epochs=3", "model.nr_filters=64", "train.polyak=true"])
+    assert (config.train.epochs, config.model.nr_filters, config.train.polyak) == (3, 64, True)
+
+
+def test_data_order_is_a_pure_function_of_seed_and_epoch() -> None:
+    a, b = epoch_order(50, 2, seed=1), epoch_order(50, 2, seed=1)
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(50))
+    assert not np.array_equal(a, epoch_order(50, 3, seed=1))
+    assert sample_seed(1, 2, 3) == sample_seed(1, 2, 3) != sample_seed(1, 2, 4)
+    # Two processes together see exactly the global batches of one process.
+    single = rank_batches(50, 8, 0, 1)
+    two = [rank_batches(50, 8, r, 2) for r in range(2)]
+    assert len(single) == 6 and all(len(b) == 4 for b in two[0])
+    assert [two[0][k] + two[1][k] for k in range(6)] == single
+    with pytest.raises(ValueError, match="divisible"):
+        rank_batches(50, 9, 0, 2)
+
+
+def test_subset_and_holdout_are_fixed_and_disjoint() -> None:
+    labels = [i % 4 for i in range(40)]
+    assert np.array_equal(subset_indices(labels, 10, 0), subset_indices(labels, 10, 0))
+    assert len(subset_indices(labels, 10, 0)) == 10 and len(subset_indices(labels, 0, 0)) == 40
+    keep, held = holdout_split(labels, 0.2, seed=0)
+    assert len(held) == 8 and not set(keep) & set(held) and len(keep) + len(held) == 40
+    assert sorted(np.bincount(np.asarray(labels)[held]).tolist()) == [2, 2, 2, 2]
+
+
+# ------------------------------------------------------------------------------------------- the step
+def test_train_step_is_plain_adam_on_the_bits_per_dim_loss() -> None:
+    config = tiny_config().train
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    twin = build_model(model.config)
+    twin.load_state_dict(model.state_dict())
+    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
+    step = make_train_step(model, build_optimizer(model, config), config)
+    loss = step(x, labels)
+    optimizer = torch.optim.Adam(twin.parameters(), lr=config.lr)
+    expected = dmol_nll(x, twin(x, labels)).mean() / (3 * 64 * math.log(2))
+    expected.backward()
+    optimizer.step()
+    assert loss == pytest.approx(expected.item(), rel=1e-6) and not step.skipped
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_hybrid_objective_adds_the_posterior_cross_entropy() -> None:
+    config = tiny_config(disc_weight=0.5, disc_fraction=0.5).train
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        ll = class_log_likelihoods(model, x)
+        bpd = (-ll[torch.arange(4), labels]).mean() / (3 * 64 * math.log(2))
+        ce = torch.nn.functional.nll_loss(posterior(ll[:2]), labels[:2])
+    step = TrainStep(model, build_optimizer(model, config), config)
+    loss = step(x, labels)
+    assert step.bits_per_dim == pytest.approx(bpd.item(), rel=1e-5)
+    assert loss == pytest.approx((bpd + 0.5 * ce).item(), rel=1e-5)
+
+
+def test_non_finite_loss_skips_the_update() -> None:
+    config = tiny_config().train
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step = make_train_step(model, build_optimizer(model, config), config)
+    x = grid_images(4, 8)
+    x[0, 0, 0, 0] = float("nan")
+    loss = step(x, torch.tensor([0, 1, 2, 3]))
+    assert step.skipped and not math.isfinite(loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------------- run records
+def test_run_folder_records_everything(reference) -> None:
+    run = reference.run_dir
+    assert reference.status == "epochs" and reference.step == 24 and reference.epochs_completed == 3
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["seed"] == 3 and config["model"]["nr_filters"] == 8
+    session = json.loads((run / "provenance.json").read_text())["sessions"][0]
+    assert {"git", "packages", "device", "cpu", "command"} <= set(session)
+    losses = read_losses(run)
+    assert [s for s, _ in losses] == list(range(1, 25)) and all(math.isfinite(v) for _, v in losses)
+    metrics = read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    for key in ("step", "train_bits_per_dim", "val_bits_per_dim", "val_accuracy", "val_f1", "lr", "images_per_s",
+                "wall_time_s"):
+        assert metrics[-1][key] is not None, key
+    assert [m["lr"] for m in metrics] == pytest.approx([2e-3, 2e-3 * 0.9, 1e-3])
+    assert (run / "checkpoints" / "epoch_0002.pt").is_file() and (run / "samples" / "epoch_0002.png").is_file()
+    state = load_checkpoint(reference.last_checkpoint)
+    assert state["ema"] is not None and state["progress"]["step"] == 24
+    best = load_model(reference.best_checkpoint)  # EMA weights by default
+    assert best.config.nr_filters == 8
+    assert not any(torch.equal(a, b) for a, b in zip(state["ema"].values(), state["model"].values())
+                   if a.dtype.is_floating_point and a.numel() > 4)
+
+
+# -------------------------------------------------------------------------------------- exact resume
+KILLER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from pcnn.config import RunConfig
+    from pcnn.train import train
+    config = RunConfig.from_dict(json.loads(sys.argv[1]))
+    kill_at = int(sys.argv[4])
+    def hook(step, loss):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(config, data_dir=sys.argv[2], run_dir=sys.argv[3], progress=False, on_step=hook)
+    """
+)
+
+
+def _assert_same_run(resumed: Path, reference: Path) -> None:
+    assert read_losses(resumed) == read_losses(reference)  # every step, bit for bit
+    keys = ("epoch", "step", "train_bits_per_dim", "val_bits_per_dim", "val_accuracy", "val_f1", "lr")
+    assert [{k: m[k] for k in keys} for m in read_metrics(resumed)] == [
+        {k: m[k] for k in keys} for m in read_metrics(reference)
+    ]
+    a, b = load_checkpoint(resumed / "checkpoints/last.pt"), load_checkpoint(reference / "checkpoints/last.pt")
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+
+
+def test_resume_after_sigkill_repeats_the_uninterrupted_run(reference, data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, config.to_json(), str(data_dir), str(run), "13"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # killed in epoch 2 at step 13: the log ran ahead of the last checkpoint (end of epoch 1, step 8)
+    assert [s for s, _ in read_losses(run)][-1] == 13
+    assert load_checkpoint(run / "checkpoints/last.pt")["progress"]["step"] == 8
+    result = train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert result.status == "epochs"
+    _assert_same_run(run, reference.run_dir)
+
+
+def test_resume_after_a_clean_mid_epoch_stop(reference, data_dir: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    config = tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1)
+    first = train(config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 5)
+    assert first.status == "callback" and first.step == 5
+    assert load_checkpoint(run / "checkpoints/last.pt")["progress"]["batch"] == 5
+    result = train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert result.status == "epochs" and "resuming" in capsys.readouterr().out
+    _assert_same_run(run, reference.run_dir)
+    again = train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert again.status == "already_finished" and "already finished" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, data_dir=data_dir, run_dir=run, progress=False)
+
+
+def test_session_budget_stops_cleanly_and_resume_without_checkpoint_starts_fresh(
+    data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    result = train(tiny_config(epochs=50), data_dir=data_dir, run_dir=run, progress=False, resume=True,
+                   max_minutes=1e-9)
+    out = capsys.readouterr().out
+    assert "starting a fresh run" in out and result.status == "session_budget" and result.step == 1
+    assert load_checkpoint(result.last_checkpoint)["progress"]["stop_reason"] == "session_budget"
+
+
+# --------------------------------------------------------------------------------------- guard rails
+def test_diverging_run_stops_with_the_last_good_checkpoint(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = TrainStep._objective
+    calls = {"n": 0}
+
+    def poisoned(self, x, labels):
+        calls["n"] += 1
+        loss, bpd = original(self, x, labels)
+        return (loss * float("nan"), bpd) if calls["n"] > 10 else (loss, bpd)
+
+    monkeypatch.setattr(TrainStep, "_objective", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="intact"):
+        train(tiny_config(max_nonfinite_steps=3), data_dir=data_dir, run_dir=run, progress=False)
+    state = load_checkpoint(run / "checkpoints/last.pt")
+    assert state["progress"]["step"] == 8  # the end of epoch 1, before the loss went bad at step 11
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert [s for s, _ in read_losses(run)][-1] == 10
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pcnn")
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_trains_with_overrides_and_resumes_a_finished_run(data_dir: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "cli"
+    sets = ["model.image_size=8", "model.nr_filters=8", "model.nr_logistic_mix=3", "train.epochs=1",
+            "train.max_train_images=16", "train.batch_size=8", "train.eval_subset=8", "train.compile=off"]
+    argv = ["train", "--profile", "smoke", "--data-dir", str(data_dir), "--run-dir", str(run), "--no-progress"]
+    for item in sets:
+        argv += ["--set", item]
+    assert _cli(argv) == 0
+    assert len(read_losses(run)) == 2 and json.loads((run / "config.json").read_text())["model"]["nr_filters"] == 8
+    capsys.readouterr()
+    assert _cli(["train", "--run-dir", str(run), "--data-dir", str(data_dir), "--resume", "--no-progress"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert _cli(argv[:3] + ["--print-config", "--set", "train.epochs=7"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["epochs"] == 7
+    assert _cli(["train", "--set", "train.nonsense=1", "--print-config"]) == 2
