@@ -340,6 +340,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like a downloaded file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

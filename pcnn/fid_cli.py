@@ -20,7 +20,7 @@ inception distance, unbiased at small sample counts).
 Protocols (DESIGN section 5):
   course   every image file in --samples (the course saves 100 JPEGs, Class{k}_image_{nn}.jpg) against
            every image file in --reference (default <data-dir>/test, the course's 64x64 test JPEGs),
-           Inception block dims 192 by default; this is what pytorch-fid computes on the two folders.
+           dims 192 by default; the same files and features as pytorch-fid on the two folders.
   matched  the images in --samples (e.g. 1000 = 250 per class) against as many real training images
            (same count per class) resized to 32x32 by the training resize; dims 2048 by default.
 

@@ -61,7 +61,7 @@ def _to_grid(x: Tensor) -> Tensor:
 
 
 def draw_pixel(params: Tensor, generator: torch.Generator, temperature: float = 1.0) -> Tensor:
-    """Draw one pixel (B, 3) on the grid from its DMoL parameters (B, 10M), by the module's randomness rule."""
+    """Draw one pixel (B, 3) on the grid from its DMoL parameters (B, 10M) by the module's randomness rule."""
     b = params.shape[0]
     logits, means, log_scales, coeffs = split_params(params[:, :, None, None])
     m = logits.shape[1]
@@ -123,7 +123,7 @@ class _PosConv:
         cout, cin, kh, kw = weight.shape
         left, right, top, bottom = conv.padding
         if kh < 2 or (left, right, top, bottom) != (kw - 1, 0, kh - 1, 0):
-            raise ValueError(f"not a down-right-shifted convolution: padding {conv.padding}, kernel {conv.kernel}")
+            raise ValueError(f"not a down-right-shifted conv: padding {conv.padding}, kernel {conv.kernel}")
         self.kw, self.left, self.stride = kw, left, conv.stride
         self.w_above = weight[:, :, :-1]
         self.w_current = weight[:, :, -1].permute(2, 1, 0).reshape(kw * cin, cout)
@@ -137,7 +137,8 @@ class _PosConv:
         """Start the next input row; True when it completes an output row (then `top` is that row's part)."""
         index, self.fed = self.fed, self.fed + 1
         if index:
-            self.history = torch.cat([self.history[:, :, 1:], self.current.permute(0, 2, 1)[:, :, None]], dim=2)
+            row = self.current.permute(0, 2, 1)[:, :, None]
+            self.history = torch.cat([self.history[:, :, 1:], row], dim=2)
         if index % self.stride:
             self.top = None
             return False
@@ -149,7 +150,7 @@ class _PosConv:
         self.current[:, self.left + c] = value
 
     def output(self, c: int, scale: Tensor | None = None) -> Tensor:
-        """Output (B, C_out) at column c of the current output row; `scale` multiplies the current-row part."""
+        """Output (B, C_out) at column c of the current output row; `scale` scales the current-row part."""
         start = c * self.stride
         window = self.current[:, start : start + self.kw].reshape(self.current.shape[0], -1)
         if scale is None:
@@ -177,7 +178,7 @@ class _RowDeconv:
 
 
 class _PosDeconv:
-    """The stride-2 transposed 2x2 layer of the `ul` stream: input (k, l) gives outputs (2k..2k+1, 2l..2l+1)."""
+    """The stride-2 transposed 2x2 layer of the `ul` stream: input (k, l) gives the 2x2 block at (2k, 2l)."""
 
     def __init__(self, deconv: ShiftedDeconv2d, batch: int, in_width: int) -> None:
         if tuple(deconv.kernel) != (2, 2):
@@ -259,7 +260,9 @@ class _PosResnet:
     multiplied per position.
     """
 
-    def __init__(self, layer: GatedResnet, label: _LayerLabel, batch: int, width: int, u_channels: int) -> None:
+    def __init__(
+        self, layer: GatedResnet, label: _LayerLabel, batch: int, width: int, u_channels: int
+    ) -> None:
         self.conv_in = _PosConv(layer.conv_in, batch, width)
         self.conv_out = _PosConv(layer.conv_out, batch, width)
         weight, self.skip_bias = _nin_weight(layer.skip)
@@ -331,7 +334,9 @@ class _CachedNet:
         self.downsize_ul = [_PosConv(conv, batch, widths[s]) for s, conv in enumerate(model.downsize_ul)]
         # scale s + 1 -> s
         self.upsize_u = [_RowDeconv(model.upsize_u[coarse - 1 - s]) for s in range(coarse)]
-        self.upsize_ul = [_PosDeconv(model.upsize_ul[coarse - 1 - s], batch, widths[s + 1]) for s in range(coarse)]
+        self.upsize_ul = [
+            _PosDeconv(model.upsize_ul[coarse - 1 - s], batch, widths[s + 1]) for s in range(coarse)
+        ]
         out_weight, self.out_bias = _nin_weight(model.out)
         self.out_weight = out_weight.t().contiguous()
         self.r = -1
@@ -341,7 +346,7 @@ class _CachedNet:
         return torch.cat([row, self.const.expand(-1, -1, 1, self.size)], dim=1)
 
     def start_row(self, r: int) -> None:
-        """Compute every `u` row that pixel (r, 0) needs and begin the `ul` rows of the scales that start one."""
+        """Compute every `u` row that pixel (r, 0) needs; begin the `ul` rows of the scales that start one."""
         self.r = r
         if r == 0:  # the initial layers' outputs are shifted down: row 0 is zero
             u = self.image.new_zeros(self.image.shape[0], self.u_init.weight.shape[0], 1, self.size)
@@ -464,7 +469,7 @@ def sample(
     progress: bool = False,
     batch_size: int | None = None,
 ) -> Tensor:
-    """Draw images (B, 3, S, S) on the 256-level grid of [-1, 1], one per label, from the model's distribution.
+    """Draw images (B, 3, S, S) on the 256-level grid of [-1, 1], one per label, from the model.
 
     `labels` (B,) are class indices; the unconditional variant ignores them, and then `labels=None` with
     `batch_size` also works. `method` is "cached" (fast, exact) or "naive" (one full pass per pixel);
@@ -525,7 +530,9 @@ def sample_grid_figure(
                 spine.set_visible(False)
             if col < len(by_class[k]):
                 ax.imshow(pictures[by_class[k][col]], interpolation="nearest")
-    fig.subplots_adjust(left=1.0 / (0.6 * cols + 1.2), right=0.99, top=0.98, bottom=0.02, wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(
+        left=1.0 / (0.6 * cols + 1.2), right=0.99, top=0.98, bottom=0.02, wspace=0.05, hspace=0.05
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

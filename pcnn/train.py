@@ -359,6 +359,7 @@ class _Trainer:
         self.session_start = time.monotonic()
         self.init_ema: dict[str, Tensor] | None = None
         self.tensorboard: Any = None
+        self.evaluated_at = -1  # the step of this session's latest evaluation (known on every process)
 
     # -- setup
     def _build(self) -> None:
@@ -676,7 +677,7 @@ class _Trainer:
 
     def _stop(self, reason: str) -> str:
         s = self.state
-        if reason in FINAL_REASONS and (not self.metrics or self.metrics[-1]["step"] != s.step):
+        if reason in FINAL_REASONS and self.evaluated_at != s.step:
             self._evaluate_and_select()
         s.stop_reason = reason
         self._save_last()
@@ -709,6 +710,7 @@ class _Trainer:
             _say(f"epoch {line['epoch']} step {s.step}: {summary}", self.info)
         s.window_loss = s.window_bpd = s.window_seconds = 0.0
         s.window_steps = s.window_images = 0
+        self.evaluated_at = s.step
         early = distributed.broadcast(early, self.info)
         s.evals_since_best = distributed.broadcast(s.evals_since_best, self.info)
         return early
