@@ -26,10 +26,33 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q -n 2 --durations=15
 
-demo: $(STAMP)
-	$(BIN)/pcnn data synth
-	$(BIN)/pcnn train --profile $(PROFILE) --run-dir $(BUILD)/run --resume
-	$(BIN)/pcnn evaluate --checkpoint $(BUILD)/run/checkpoints/best.pt --split validation --out $(BUILD)/eval
+# The main command: the six notebooks (papermill) on the smoke profile, then the report, all under
+# build/smoke/ (report: build/smoke/report.pdf). Real data when PCNN_DATA_DIR is set, else synthetic.
+demo: $(STAMP) tex
+	$(BIN)/python -m pcnn.pipeline --profile smoke
+	@echo "report: build/smoke/report.pdf"
+
+# The same pipeline on another profile: make report PROFILE=cpu (or seed) -> build/$(PROFILE)/report.pdf
+report: $(STAMP) tex
+	$(BIN)/python -m pcnn.pipeline --profile $(PROFILE)
+	@echo "report: $(BUILD)/report.pdf"
+
+.PHONY: notebooks tex
+# Jupyter notebooks (.ipynb, e.g. for Colab) next to the reviewed jupytext sources notebooks/NN_name.py.
+notebooks: $(STAMP)
+	$(BIN)/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
+
+# TeX Live with latexmk for the report: installed with apt-get when missing and we are root.
+TEX_PACKAGES := latexmk texlive-latex-recommended texlive-fonts-recommended texlive-pictures
+tex:
+	@if command -v latexmk >/dev/null 2>&1 && command -v pdflatex >/dev/null 2>&1; then \
+	  echo "TeX: latexmk and pdflatex found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); \
+	else \
+	  echo "latexmk is missing; install TeX Live, e.g.: sudo apt-get install -y --no-install-recommends $(TEX_PACKAGES)"; \
+	  exit 1; \
+	fi
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

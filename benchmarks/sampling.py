@@ -4,7 +4,7 @@ The cached sampler draws all images. One naive pixel step is one full network pa
 cost at every pixel, so the naive time is measured over the first few pixel steps and extrapolated to all
 S*S steps (the output says so).
 
-    .venv/bin/python benchmarks/sampling.py [--quick] [--device auto] [--threads N]
+    .venv/bin/python benchmarks/sampling.py [--quick] [--device auto] [--threads N] [--per-class N]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def _sync(device: torch.device) -> None:
 def time_cached(model: torch.nn.Module, labels: torch.Tensor, size: int, device: torch.device) -> float:
     """Seconds for the cached sampler to draw one image per label."""
     generator = torch.Generator(device=device).manual_seed(0)
+    sample(model, labels[:1], generator=generator, method="cached", image_size=size)  # warm-up (CUDA init)
     _sync(device)
     start = time.perf_counter()
     sample(model, labels, generator=generator, method="cached", image_size=size)
@@ -57,6 +58,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="8 images and 1 naive step per profile")
+    parser.add_argument("--per-class", type=int, default=0, help="images per class (0: 25, quick 2)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--naive-steps", type=int, default=0, help="naive steps to time (0: 4, quick 1)")
@@ -64,7 +66,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    per_class = 2 if args.quick else 25
+    per_class = args.per_class or (2 if args.quick else 25)
     naive_steps = args.naive_steps or (1 if args.quick else 4)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     threads = torch.get_num_threads()

@@ -13,10 +13,18 @@ from torch import Tensor, nn
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside torch.compile and DistributedDataParallel wrappers."""
-    inner = getattr(model, "_orig_mod", model)
-    inner = getattr(inner, "module", inner)
-    return getattr(inner, "_orig_mod", inner)
+    """The plain model inside torch.compile, DistributedDataParallel and FastForward wrappers."""
+    from pcnn.model import PixelCNNPP
+
+    inner = model
+    while not isinstance(inner, PixelCNNPP):
+        for name in ("_orig_mod", "module", "model"):
+            if isinstance(getattr(inner, name, None), nn.Module):
+                inner = getattr(inner, name)
+                break
+        else:
+            return inner
+    return inner
 
 
 class EMA:

@@ -51,8 +51,9 @@ def summarize_scores(scores: SplitScores, n_bins: int = 10) -> dict[str, Any]:
         **metrics,
         "per_class_accuracy": per_class_acc,
         "per_class_bits_per_dim": per_class_bpd,
-        "reliability": {key: [None if not np.isfinite(v) else float(v) for v in value]
-                        for key, value in bins.items()},
+        "reliability": {
+            key: [None if not np.isfinite(v) else float(v) for v in value] for key, value in bins.items()
+        },
     }
 
 
@@ -66,7 +67,9 @@ def evaluate_model(
     progress: bool = True,
 ) -> tuple[SplitScores, dict[str, Any]]:
     """Score a labelled split by Bayes' rule and summarise it (`summarize_scores`)."""
-    scores = score_split(model, dataset, batch_size=batch_size, subset=subset, device=device, progress=progress)
+    scores = score_split(
+        model, dataset, batch_size=batch_size, subset=subset, device=device, progress=progress
+    )
     return scores, summarize_scores(scores)
 
 
@@ -192,16 +195,35 @@ def sampler_speed(
         cond = labels if model.conditional else None
         _sync(device)
         start = time.perf_counter()
-        cached = sample(model, cond, generator=torch.Generator(device=device).manual_seed(seed),
-                        method="cached", image_size=size, batch_size=batch)
+        cached = sample(
+            model,
+            cond,
+            generator=torch.Generator(device=device).manual_seed(seed),
+            method="cached",
+            image_size=size,
+            batch_size=batch,
+        )
         _sync(device)
         seconds = time.perf_counter() - start
-        rows.append({"method": "cached", "batch": batch, "seconds": seconds, "seconds_per_image": seconds / batch,
-                     "measured": "timed"})
+        rows.append(
+            {
+                "method": "cached",
+                "batch": batch,
+                "seconds": seconds,
+                "seconds_per_image": seconds / batch,
+                "measured": "timed",
+            }
+        )
         if naive == "full":
             start = time.perf_counter()
-            slow = sample(model, cond, generator=torch.Generator(device=device).manual_seed(seed),
-                          method="naive", image_size=size, batch_size=batch)
+            slow = sample(
+                model,
+                cond,
+                generator=torch.Generator(device=device).manual_seed(seed),
+                method="naive",
+                image_size=size,
+                batch_size=batch,
+            )
             _sync(device)
             seconds = time.perf_counter() - start
             identical = bool(torch.equal(slow, cached))
@@ -217,8 +239,16 @@ def sampler_speed(
             seconds = (time.perf_counter() - start) * size * size
             identical = None
             measured = "estimated: one forward pass x pixels"
-        rows.append({"method": "naive", "batch": batch, "seconds": seconds, "seconds_per_image": seconds / batch,
-                     "measured": measured, "identical_to_cached": identical})
+        rows.append(
+            {
+                "method": "naive",
+                "batch": batch,
+                "seconds": seconds,
+                "seconds_per_image": seconds / batch,
+                "measured": measured,
+                "identical_to_cached": identical,
+            }
+        )
     return rows
 
 

@@ -20,6 +20,7 @@ matplotlib.use("Agg", force=False)
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COLUMN = 3.4  # inches: one column of the report's two-column layout
 FULL = 7.0  # inches: both columns
@@ -50,8 +51,9 @@ def colors(n: int) -> list[tuple[float, float, float]]:
     return sns.color_palette(PALETTE, n)
 
 
-def new_figure(width: float = COLUMN, height: float | None = None, nrows: int = 1, ncols: int = 1,
-               **kwargs: Any) -> tuple[Figure, Any]:
+def new_figure(
+    width: float = COLUMN, height: float | None = None, nrows: int = 1, ncols: int = 1, **kwargs: Any
+) -> tuple[Figure, Any]:
     """A styled figure and its axes (an array when nrows * ncols > 1)."""
     set_style()
     height = height if height is not None else width * 0.68
@@ -73,10 +75,21 @@ def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
     return paths
 
 
-def _not_available(ax: Any, message: str) -> None:
+def write_note(ax: Any, message: str) -> None:
+    """Replace a plot by a sentence (what was not measured and why), never by made-up numbers."""
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def note_figure(message: str, width: float = COLUMN, height: float = 1.0) -> Figure:
+    """A figure that only says something (e.g. that a data set has no grayscale images)."""
+    fig, ax = new_figure(width, height)
+    write_note(ax, message)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -100,8 +113,13 @@ def class_balance_figure(class_counts: Mapping[str, Mapping[str, int]], class_na
     return fig
 
 
-def image_grid_figure(images: np.ndarray, row_labels: Sequence[str], title: str | None = None,
-                      cell: float = 0.55, col_labels: Sequence[str] | None = None) -> Figure:
+def image_grid_figure(
+    images: np.ndarray,
+    row_labels: Sequence[str],
+    title: str | None = None,
+    cell: float = 0.55,
+    col_labels: Sequence[str] | None = None,
+) -> Figure:
     """A grid of uint8 images (rows, cols, H, W, 3), one labelled row per class or model."""
     images = np.asarray(images)
     rows, cols = images.shape[:2]
@@ -123,8 +141,9 @@ def image_grid_figure(images: np.ndarray, row_labels: Sequence[str], title: str 
             if col_labels is not None and r == 0:
                 ax.set_title(col_labels[c], fontsize=7)
     top = 1 - (0.3 / (cell * rows + 0.3) if title else 0.01)
-    fig.subplots_adjust(left=label_w / (label_w + cell * cols), right=0.995, bottom=0.01, top=top,
-                        wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(
+        left=label_w / (label_w + cell * cols), right=0.995, bottom=0.01, top=top, wspace=0.04, hspace=0.04
+    )
     if title:
         fig.suptitle(title, y=0.995, fontsize=8.5)
     return fig
@@ -181,10 +200,11 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def training_curves_figure(losses: Sequence[tuple[int, float]], metrics: Sequence[Mapping[str, Any]],
-                           title: str = "Training curves") -> Figure:
+def training_curves_figure(
+    losses: Sequence[tuple[int, float]], metrics: Sequence[Mapping[str, Any]], title: str = "Training curves"
+) -> Figure:
     """Bits/dim (training loss per step, smoothed, and validation per evaluation) and validation accuracy."""
-    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.3, 1, 2)
+    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.3, 1, 2, sharex=True)
     c = colors(3)
     if losses:
         steps = np.asarray([s for s, _ in losses])
@@ -196,6 +216,7 @@ def training_curves_figure(losses: Sequence[tuple[int, float]], metrics: Sequenc
     if val:
         ax_bpd.plot(*zip(*val), "o-", color=c[1], ms=3, lw=1.2, label="validation")
     ax_bpd.set_xlabel("optimiser step")
+    ax_bpd.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_bpd.set_ylabel("bits per dimension")
     ax_bpd.set_title("Negative log-likelihood (bits/dim)")
     ax_bpd.legend(frameon=False)
@@ -209,7 +230,7 @@ def training_curves_figure(losses: Sequence[tuple[int, float]], metrics: Sequenc
         ax_acc.set_ylim(0, 100)
         ax_acc.legend(frameon=False)
     else:
-        _not_available(ax_acc, "no validation accuracy\n(unconditional model)")
+        write_note(ax_acc, "no validation accuracy\n(unconditional model)")
     ax_acc.set_xlabel("optimiser step")
     ax_acc.set_ylabel("percent")
     ax_acc.set_title("Bayes-rule classification (validation)")
@@ -220,18 +241,31 @@ def training_curves_figure(losses: Sequence[tuple[int, float]], metrics: Sequenc
 # ---------------------------------------------------------------------------------------- classification
 
 
-def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str],
-                            title: str = "Confusion matrix") -> Figure:
+def confusion_matrix_figure(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "Confusion matrix"
+) -> Figure:
     """Row-normalised confusion matrix (percent of each true class), annotated with counts."""
     cm = np.asarray(matrix, dtype=float)
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(100 * cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    annot = np.array([[f"{share[i, j]:.0f}%\n({int(cm[i, j])})" for j in range(cm.shape[1])]
-                      for i in range(cm.shape[0])])
+    annot = np.array(
+        [[f"{share[i, j]:.0f}%\n({int(cm[i, j])})" for j in range(cm.shape[1])] for i in range(cm.shape[0])]
+    )
     fig, ax = new_figure(COLUMN, 2.8)
-    sns.heatmap(share, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=100, square=True, ax=ax,
-                xticklabels=class_names, yticklabels=class_names, annot_kws={"fontsize": 7},
-                cbar_kws={"label": "percent of true class"})
+    sns.heatmap(
+        share,
+        annot=annot,
+        fmt="",
+        cmap="Blues",
+        vmin=0,
+        vmax=100,
+        square=True,
+        ax=ax,
+        xticklabels=class_names,
+        yticklabels=class_names,
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "percent of true class"},
+    )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
@@ -260,7 +294,9 @@ def reliability_figure(bins: Mapping[str, Any], ece: float, title: str = "Calibr
     return fig
 
 
-def accuracy_vs_fraction_figure(curve: Mapping[str, Any], title: str = "Partial-image classification") -> Figure:
+def accuracy_vs_fraction_figure(
+    curve: Mapping[str, Any], title: str = "Partial-image classification"
+) -> Figure:
     """Accuracy (with its bootstrap 95% band) against the fraction of the image seen in raster order."""
     fig, ax = new_figure(COLUMN, 2.4)
     frac = 100 * np.asarray(curve["fractions"], dtype=float)
@@ -268,8 +304,15 @@ def accuracy_vs_fraction_figure(curve: Mapping[str, Any], title: str = "Partial-
     c = colors(1)[0]
     ax.plot(frac, acc, color=c, lw=1.3, label="Bayes rule on the first pixels")
     if curve.get("ci_low") is not None:
-        ax.fill_between(frac, 100 * np.asarray(curve["ci_low"]), 100 * np.asarray(curve["ci_high"]),
-                        color=c, alpha=0.2, lw=0, label="bootstrap 95% interval")
+        ax.fill_between(
+            frac,
+            100 * np.asarray(curve["ci_low"]),
+            100 * np.asarray(curve["ci_high"]),
+            color=c,
+            alpha=0.2,
+            lw=0,
+            label="bootstrap 95% interval",
+        )
     ax.axhline(25, color="grey", ls=":", lw=0.8, label="chance")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
@@ -295,7 +338,9 @@ def per_class_bpd_figure(per_class: Mapping[str, float], title: str = "Bits/dim 
 # ------------------------------------------------------------------------------------------------- FID
 
 
-def fid_floor_figure(entries: Sequence[Mapping[str, Any]], title: str = "FID beside the real-data floor") -> Figure:
+def fid_floor_figure(
+    entries: Sequence[Mapping[str, Any]], title: str = "FID beside the real-data floor"
+) -> Figure:
     """Bars of a model's FID and the real-data floor per protocol; entries hold protocol, what, mean, std.
 
     An entry whose mean is None is drawn as an explicit "not measured" note, never as a number.
@@ -308,12 +353,13 @@ def fid_floor_figure(entries: Sequence[Mapping[str, Any]], title: str = "FID bes
         measured = [e for e in rows if e.get("mean") is not None]
         if not measured:
             reason = rows[0].get("note") or "not measured"
-            _not_available(ax, f"{protocol}:\n{reason}")
+            write_note(ax, f"{protocol}:\n{reason}")
             continue
         names = [e["what"] for e in measured]
         means = [e["mean"] for e in measured]
         stds = [e.get("std") or 0.0 for e in measured]
-        bars = ax.bar(names, means, yerr=stds, capsize=3, color=colors(len(names)))
+        errors = stds if any(s > 0 for s in stds) else None
+        bars = ax.bar(names, means, yerr=errors, capsize=3, color=colors(len(names)))
         ax.bar_label(bars, fmt="%.1f", fontsize=6.5, padding=2)
         ax.set_ylabel("FID (lower is better)")
         ax.set_title(protocol)
@@ -330,8 +376,12 @@ def sampler_speed_figure(rows: Sequence[Mapping[str, Any]], title: str = "Sample
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(batches))
     for i, (method, color) in enumerate(zip(methods, colors(len(methods)))):
-        values = [next((r["seconds_per_image"] for r in rows if r["method"] == method and r["batch"] == b),
-                       math.nan) for b in batches]
+        values = [
+            next(
+                (r["seconds_per_image"] for r in rows if r["method"] == method and r["batch"] == b), math.nan
+            )
+            for b in batches
+        ]
         bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method, color=color)
         ax.bar_label(bars, fmt="%.2g", fontsize=6, padding=1)
     ax.set_xticks(x, [str(b) for b in batches])
@@ -383,8 +433,11 @@ def ablation_figure(rows: Sequence[Mapping[str, Any]], title: str = "Conditionin
     return fig
 
 
-def comparison_figure(models: Mapping[str, Mapping[str, Any]], class_names: Sequence[str],
-                      title: str = "Base model and fine-tuned model") -> Figure:
+def comparison_figure(
+    models: Mapping[str, Mapping[str, Any]],
+    class_names: Sequence[str],
+    title: str = "Base model and fine-tuned model",
+) -> Figure:
     """Per-class validation accuracy of several models (grouped bars), overall accuracy in the legend."""
     fig, ax = new_figure(COLUMN, 2.3)
     names = list(models)
@@ -392,11 +445,16 @@ def comparison_figure(models: Mapping[str, Mapping[str, Any]], class_names: Sequ
     x = np.arange(len(class_names))
     for i, (name, color) in enumerate(zip(names, colors(len(names)))):
         per_class = [100 * models[name]["per_class_accuracy"][k] for k in class_names]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, per_class, width, color=color,
-               label=f"{name} ({100 * models[name]['accuracy']:.1f}% overall)")
+        ax.bar(
+            x + (i - (len(names) - 1) / 2) * width,
+            per_class,
+            width,
+            color=color,
+            label=f"{name} ({100 * models[name]['accuracy']:.1f}% overall)",
+        )
     ax.set_xticks(x, class_names)
     ax.set_ylim(0, 105)
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
-    ax.legend(frameon=False, fontsize=6.5, loc="lower right")
+    ax.legend(frameon=False, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return fig

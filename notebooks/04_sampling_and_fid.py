@@ -1,0 +1,227 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent,ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Sampling and FID
+#
+# Samples of every class from the model of `01_training` (the exact cached sampler), FID under both
+# protocols of DESIGN section 5 beside the real-data floor, and the speed of the naive and cached
+# samplers. Course protocol: 25 samples per class saved as the course's JPEGs against the test folder,
+# Inception dims 192, mean and standard deviation over sampling seeds. Matched protocol: as many samples
+# as real training images (250 per class) at 32x32, dims 2048, with KID (unbiased at these counts).
+# Small profiles use fewer samples: their FID is not meaningful. Without Inception weights FID is not
+# measured, and this notebook says so instead of printing a number.
+
+# %% tags=["colab"]
+# On Google Colab: install the package (the first time) and pick the GPU runtime
+# (Runtime > Change runtime type > GPU). Elsewhere this cell does nothing.
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/OWNER/pcnn"  # placeholder until the repository is published
+if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"pcnn[notebooks] @ git+{REPOSITORY}"], check=True
+    )
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | cpu | seed (DESIGN section 7)
+data_dir = None  # None: $PCNN_DATA_DIR, else the built-in synthetic set
+run_dir = None  # None: build/<profile>/runs
+figures_dir = None  # None: build/<profile>/figures
+seed = None  # None: the profile's training seed
+device = "auto"  # auto picks the GPU when there is one
+sizes = {}  # overrides of the profile's stage sizes (pcnn.pipeline.StageSizes)
+
+# %%
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import display
+
+from pcnn import fid, load_model
+from pcnn.data import class_counts
+from pcnn.experiments import course_fid_over_seeds, draw_class_samples, inception_status, sampler_speed
+from pcnn.pipeline import notebook_context, read_result, reference_checkpoint, write_result
+from pcnn.plots import to_uint8_hwc
+from pcnn.report import render_figure
+
+ctx = notebook_context(
+    profile,
+    data_dir=data_dir,
+    run_dir=run_dir,
+    figures_dir=figures_dir,
+    seed=seed,
+    device=device,
+    sizes=sizes,
+)
+sz = ctx.sizes
+checkpoint = read_result(ctx.paths, "training")["checkpoint"]
+model = load_model(checkpoint, device=ctx.device)
+print("model:", checkpoint)
+
+
+def save_samples(name: str, images: torch.Tensor, labels: torch.Tensor, per_class: int) -> None:
+    """Keep the first `per_class` images of each class (uint8) for the report's grids."""
+    keep = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in labels.unique()])
+    np.savez_compressed(
+        ctx.paths.results / f"{name}.npz",
+        images=to_uint8_hwc(images[keep]).transpose(0, 3, 1, 2),
+        labels=labels[keep].numpy(),
+    )
+
+
+# %% [markdown]
+# ## FID, course protocol, beside its real-data floor
+
+# %%
+available, note = inception_status()
+print(note if not available else "Inception weights available")
+sampling: dict = {
+    "checkpoint": checkpoint,
+    "fid": {"available": available, "note": note if not available else None},
+}
+grid_images = grid_labels = None
+if available:
+    course, grid_images, grid_labels = course_fid_over_seeds(
+        model,
+        ctx.data_root,
+        sz.course_per_class,
+        ctx.seeds(sz.fid_seeds),
+        device=ctx.device,
+        batch_size=sz.sample_batch,
+    )
+    floor_per_class = min(sz.course_per_class, *class_counts(ctx.data_root, "validation"))
+    floor = fid.course_floor(
+        ctx.data_root,
+        192,
+        n_per_class=floor_per_class,
+        seeds=list(range(sz.course_floor_seeds)),
+        device=ctx.device,
+        progress=False,
+    )
+    floor_summary = {
+        "mean": floor["fid"],
+        "std": floor["fid_std"],
+        "values": floor["fid_values"],
+        "n": len(floor["fid_values"]),
+        "kid_mean": floor.get("kid_mean"),
+        "n_samples": floor.get("n_samples"),
+        "fid_all_validation": floor["fid_all_validation"],
+    }
+    sampling["fid"]["course"] = {"model": course, "floor": floor_summary}
+    print(
+        f"course protocol ({course['n_samples']} samples x {course['n']} seeds, dims 192): FID "
+        f"{course['mean']:.2f} +- {course['std']:.2f}; "
+        f"real-data floor {floor['fid']:.2f} +- {floor['fid_std']:.2f}"
+    )
+else:
+    print(f"FID {note}")
+
+# %% [markdown]
+# ## FID and KID, matched protocol, beside its real-data floor
+
+# %%
+if available:
+    samples, labels = draw_class_samples(
+        model, sz.matched_per_class, seed=ctx.seed + 1000, device=ctx.device, batch_size=sz.sample_batch
+    )
+    reference = fid.matched_real_reference(ctx.data_root, sz.matched_per_class, seed=ctx.seed)
+    matched = fid.matched_fid(samples, reference, 2048, device=ctx.device, seed=ctx.seed, progress=False)
+    matched_floor = fid.matched_floor(
+        ctx.data_root, sz.matched_per_class, 2048, seed=ctx.seed, device=ctx.device, progress=False
+    )
+    sampling["fid"]["matched"] = {
+        "model": {
+            "mean": matched["fid"],
+            "std": None,
+            "n": 1,
+            "kid_mean": matched["kid_mean"],
+            "kid_std": matched["kid_std"],
+            "n_samples": matched["n_samples"],
+            "dims": matched["dims"],
+        },
+        "floor": {
+            "mean": matched_floor["fid"],
+            "std": None,
+            "n": 1,
+            "kid_mean": matched_floor["kid_mean"],
+            "kid_std": matched_floor["kid_std"],
+            "n_samples": matched_floor["n_samples"],
+        },
+    }
+    print(
+        f"matched protocol ({matched['n_samples']} vs {matched['n_reference']}, dims 2048): "
+        f"FID {matched['fid']:.2f} (floor {matched_floor['fid']:.2f}); "
+        f"KID {matched['kid_mean']:.4f} (floor {matched_floor['kid_mean']:.4f})"
+    )
+display(
+    render_figure(
+        "fid_floor", {"meta": ctx.meta, "sampling": sampling}, ctx.paths.results, ctx.paths.figures
+    )[0]
+)
+
+# %% [markdown]
+# ## Samples per class
+
+# %%
+if grid_images is None or sz.course_per_class < sz.grid_per_class:
+    grid_images, grid_labels = draw_class_samples(
+        model, sz.grid_per_class, seed=ctx.seed, device=ctx.device, batch_size=sz.sample_batch
+    )
+save_samples("samples", grid_images, grid_labels, sz.grid_per_class)
+display(render_figure("samples_per_class", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
+
+# %% [markdown]
+# ## The committed reference model's samples, beside these
+# `checkpoints/reference.pt` (the `cpu` profile on the course data), when this clone has it.
+
+# %%
+reference_ckpt = reference_checkpoint()
+sampling["reference_checkpoint"] = str(reference_ckpt) if reference_ckpt else None
+if reference_ckpt is not None:
+    ref_model = load_model(reference_ckpt, device=ctx.device)
+    ref_images, ref_labels = draw_class_samples(
+        ref_model, sz.reference_per_class, seed=ctx.seed, device=ctx.device, batch_size=sz.sample_batch
+    )
+    save_samples("reference_samples", ref_images, ref_labels, sz.reference_per_class)
+    display(render_figure("samples_reference", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
+else:
+    (ctx.paths.results / "reference_samples.npz").unlink(missing_ok=True)
+    print("no checkpoints/reference.pt in this clone: only this run's samples are shown")
+
+# %% [markdown]
+# ## Sampler speed
+# The naive sampler runs the network once per pixel; the cached sampler computes only the new position of
+# each layer. With the same generator state both return the same images.
+
+# %%
+sampling["speed"] = sampler_speed(
+    model, sz.speed_batches, device=ctx.device, naive=sz.naive_speed, seed=ctx.seed
+)
+display(pd.DataFrame(sampling["speed"]))
+display(
+    render_figure(
+        "sampler_speed", {"meta": ctx.meta, "sampling": sampling}, ctx.paths.results, ctx.paths.figures
+    )[0]
+)
+
+# %%
+sampling["sizes"] = {
+    "course_per_class": sz.course_per_class,
+    "fid_seeds": ctx.seeds(sz.fid_seeds),
+    "matched_per_class": sz.matched_per_class,
+    "grid_per_class": sz.grid_per_class,
+}
+write_result(ctx.paths, "sampling", sampling)

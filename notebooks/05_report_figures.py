@@ -1,0 +1,107 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent,ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Report figures and tables
+#
+# Writes every figure (PDF for LaTeX, PNG for the README), every table (`table_*.tex`) and the number
+# macros (`macros.tex`) that `report/main.tex` includes, from the results JSON of notebooks 00-04 only.
+# Nothing is typed by hand: a number in the report is a macro made here. `manifest.json` lists each
+# file written, with its SHA-256, and `results.json` holds the merged results they come from.
+
+# %% tags=["colab"]
+# On Google Colab: install the package (the first time) and pick the GPU runtime
+# (Runtime > Change runtime type > GPU). Elsewhere this cell does nothing.
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/OWNER/pcnn"  # placeholder until the repository is published
+if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"pcnn[notebooks] @ git+{REPOSITORY}"],
+                   check=True)
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | cpu | seed (DESIGN section 7)
+data_dir = None  # None: $PCNN_DATA_DIR, else the built-in synthetic set
+run_dir = None  # None: build/<profile>/runs
+figures_dir = None  # None: build/<profile>/figures
+seed = None  # None: the profile's training seed
+device = "auto"  # auto picks the GPU when there is one
+sizes = {}  # overrides of the profile's stage sizes (pcnn.pipeline.StageSizes)
+
+# %%
+import json
+
+from IPython.display import Markdown, display
+
+from pcnn import report
+from pcnn.pipeline import notebook_context, repo_root
+
+ctx = notebook_context(profile, data_dir=data_dir, run_dir=run_dir, figures_dir=figures_dir, seed=seed,
+                       device=device, sizes=sizes)
+meta = {**ctx.meta, "sizes": ctx.sizes.to_dict()}
+results = report.merge_results(ctx.paths.results, meta)
+missing = [name for name in report.RESULT_NAMES if results[name] is None]
+if missing:
+    raise FileNotFoundError(f"results missing for {missing}: run notebooks 00-04 first ({ctx.paths.results})")
+results_path = ctx.paths.figures / "results.json"
+results_path.write_text(json.dumps(results, indent=2) + "\n")
+
+# %% [markdown]
+# ## Figures
+
+# %%
+written = [results_path]
+for stem in report.REPORT_FIGURES:
+    fig, paths = report.render_figure(stem, results, ctx.paths.results, ctx.paths.figures)
+    written += paths
+    display(Markdown(f"**{stem}**"), fig)
+for stem in report.OPTIONAL_FIGURES:
+    target = ctx.paths.figures / f"{stem}.pdf"
+    try:
+        fig, paths = report.render_figure(stem, results, ctx.paths.results, ctx.paths.figures)
+    except FileNotFoundError:
+        for old in (target, target.with_suffix(".png")):
+            old.unlink(missing_ok=True)  # a stale copy from an earlier build must not reach the report
+        print(f"{stem}: not available in this build")
+        continue
+    written += paths
+    display(Markdown(f"**{stem}**"), fig)
+
+# %% [markdown]
+# ## Tables and macros
+
+# %%
+written += report.write_tables(results, ctx.paths.figures)
+print((ctx.paths.figures / "macros.tex").read_text())
+print((ctx.paths.figures / "table_ablation.tex").read_text())
+
+# %% [markdown]
+# ## Check: every file the report includes was written by this build
+
+# %%
+root = repo_root()
+if root is not None:
+    names = {path.name for path in written}
+    included = report.included_files(root / "report")
+    absent = [
+        name
+        for name in included
+        if not ({name, f"{name}.pdf", f"{name}.tex"} & names)
+    ]
+    if absent:
+        raise RuntimeError(f"the report includes files this build did not write: {absent}")
+    print(f"all {len(included)} included files written")
+manifest = report.write_manifest(ctx.paths.figures, written, meta)
+print("manifest:", manifest)

@@ -1,0 +1,201 @@
+"""The conditioning ablation (DESIGN section 1): every variant trained on one budget and seed, then compared.
+
+Variants are `pcnn.config.CONDITIONING_VARIANTS` plus `gated-bias+polyak` (the main model evaluated with
+Polyak-averaged weights). Each is an ordinary training run in `<out_dir>/<name>/`; the comparison uses
+the weights at the end of the budget (for `+polyak` the average), never a checkpoint selected on
+validation, so that the validation numbers compare the variants without a selection bias. Rows go to
+`<out_dir>/ablation.json` after every variant; a finished variant (its `row.json` matches the budget)
+is not retrained, an interrupted one resumes from its last checkpoint.
+
+This is a minimal runner for the notebooks; a fuller one (several seeds) is planned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pcnn.checkpoint import load_model
+from pcnn.config import CONDITIONING_VARIANTS, RunConfig, apply_overrides
+from pcnn.data import CPEN455Dataset, resolve_data_dir
+
+POLYAK_SUFFIX = "+polyak"
+DEFAULT_VARIANTS: tuple[str, ...] = (*CONDITIONING_VARIANTS, "gated-bias" + POLYAK_SUFFIX)
+_BUDGET_KEYS = {"max_steps": "steps", "max_minutes": "min", "epochs": "epochs"}
+
+
+def describe_budget(budget: Mapping[str, float]) -> str:
+    """A short human label of a budget, e.g. `24 steps` or `10 min`."""
+    parts = []
+    for key, unit in _BUDGET_KEYS.items():
+        if budget.get(key):
+            value = budget[key]
+            parts.append(f"{value:g} {unit}")
+    return ", ".join(parts) or "unbounded"
+
+
+def variant_config(
+    base: RunConfig,
+    name: str,
+    budget: Mapping[str, float],
+    *,
+    seed: int,
+    eval_subset: int,
+    polyak_decay: float,
+) -> RunConfig:
+    """The config of one ablation run: the base profile with the variant, the budget and the seed."""
+    variant, polyak = (name[: -len(POLYAK_SUFFIX)], True) if name.endswith(POLYAK_SUFFIX) else (name, False)
+    if variant not in CONDITIONING_VARIANTS:
+        raise ValueError(f"unknown ablation variant {name!r}; choose from {', '.join(DEFAULT_VARIANTS)}")
+    unknown = set(budget) - set(_BUDGET_KEYS)
+    if unknown:
+        raise ValueError(f"budget keys must be among {', '.join(_BUDGET_KEYS)}, got {sorted(unknown)}")
+    overrides = [
+        f"model.conditioning={variant}",
+        f"train.seed={seed}",
+        f"train.polyak={polyak}",
+        f"train.polyak_decay={polyak_decay}",
+        f"train.max_steps={int(budget.get('max_steps', 0))}",
+        f"train.max_minutes={float(budget.get('max_minutes', 0.0))}",
+        f"train.epochs={int(budget.get('epochs', 0)) or 1_000_000}",
+        "train.eval_every=0",  # evaluate once, at the end of the budget
+        f"train.eval_subset={eval_subset}",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+    ]
+    config = apply_overrides(base, overrides)
+    config.name = f"{base.name}-ablation-{name}"
+    return config
+
+
+def _evaluate(
+    checkpoint: Path, root: Path, *, eval_subset: int, device: torch.device | str, progress: bool
+) -> dict[str, Any]:
+    from pcnn.experiments import evaluate_model
+    from pcnn.train import evaluate
+
+    model = load_model(checkpoint, device=device, weights="auto")
+    dataset = CPEN455Dataset(root, "validation", image_size=model.config.image_size)
+    if not model.conditional:
+        bpd = evaluate(model, dataset, subset=eval_subset, device=device)["bits_per_dim"]
+        return {
+            "val_accuracy": None,
+            "val_accuracy_ci": None,
+            "val_f1": None,
+            "val_bpd": bpd,
+            "val_images": min(eval_subset or len(dataset), len(dataset)),
+        }
+    _, summary = evaluate_model(model, dataset, subset=eval_subset, device=device, progress=progress)
+    return {
+        "val_accuracy": summary["accuracy"],
+        "val_accuracy_ci": summary["accuracy_ci95"],
+        "val_f1": summary["macro_f1"],
+        "val_bpd": summary["bits_per_dim"],
+        "val_images": summary["n"],
+    }
+
+
+def _fid(
+    checkpoint: Path,
+    root: Path,
+    *,
+    per_class: int,
+    seeds: Sequence[int],
+    device: torch.device | str,
+) -> dict[str, Any]:
+    from pcnn.experiments import course_fid_over_seeds, inception_status
+
+    if per_class <= 0 or not seeds:
+        return {"fid_course_mean": None, "fid_course_std": None, "fid_note": "not measured at this budget"}
+    available, note = inception_status()
+    if not available:
+        return {
+            "fid_course_mean": None,
+            "fid_course_std": None,
+            "fid_note": "not measured (no Inception weights)",
+        }
+    model = load_model(checkpoint, device=device, weights="auto")
+    summary, _, _ = course_fid_over_seeds(model, root, per_class, seeds, device=device, keep_first=False)
+    return {
+        "fid_course_mean": summary["mean"],
+        "fid_course_std": summary["std"],
+        "fid_note": f"{per_class * model.config.num_classes} samples x {len(seeds)} seeds",
+    }
+
+
+def run_ablation(
+    base: RunConfig,
+    *,
+    out_dir: str | Path,
+    budget: Mapping[str, float],
+    data_dir: str | Path | None = None,
+    variants: Sequence[str] | None = None,
+    seed: int = 0,
+    eval_subset: int = 0,
+    fid_per_class: int = 0,
+    fid_seeds: Sequence[int] = (0,),
+    polyak_decay: float = 0.9995,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every variant (resuming; finished ones are kept) and write `ablation.json`.
+
+    Row keys: name, variant, polyak, val_accuracy (None for `none`), val_accuracy_ci, val_f1, val_bpd,
+    fid_course_mean, fid_course_std, budget, steps, run_dir.
+    """
+    from pcnn.device import resolve_device
+    from pcnn.train import train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = resolve_data_dir(data_dir)
+    device = resolve_device(str(device) if device is not None else base.train.device)
+    label = describe_budget(budget)
+    settings = {
+        "budget": label,
+        "seed": seed,
+        "eval_subset": eval_subset,
+        "fid_per_class": fid_per_class,
+        "fid_seeds": list(fid_seeds),
+        "polyak_decay": polyak_decay,
+        "data_dir": str(root),
+    }
+    rows: list[dict[str, Any]] = []
+    for name in variants if variants is not None else DEFAULT_VARIANTS:
+        run_dir = out / name
+        row_path = run_dir / "row.json"
+        if row_path.is_file():
+            saved = json.loads(row_path.read_text())
+            if saved.get("settings") == settings:
+                rows.append(saved["row"])
+                _write(out, rows)
+                continue
+        config = variant_config(
+            base, name, budget, seed=seed, eval_subset=eval_subset, polyak_decay=polyak_decay
+        )
+        result = train(config, data_dir=root, run_dir=run_dir, resume=True, progress=progress, device=device)
+        checkpoint = result.last_checkpoint
+        if checkpoint is None:
+            raise RuntimeError(f"ablation variant {name}: training wrote no checkpoint in {run_dir}")
+        row: dict[str, Any] = {
+            "name": name,
+            "variant": config.model.conditioning,
+            "polyak": config.train.polyak,
+            "budget": label,
+            "steps": result.step,
+            "run_dir": str(run_dir),
+        }
+        row.update(_evaluate(checkpoint, root, eval_subset=eval_subset, device=device, progress=progress))
+        row.update(_fid(checkpoint, root, per_class=fid_per_class, seeds=fid_seeds, device=device))
+        row_path.write_text(json.dumps({"settings": settings, "row": row}, indent=2) + "\n")
+        rows.append(row)
+        _write(out, rows)
+    return rows
+
+
+def _write(out: Path, rows: list[dict[str, Any]]) -> None:
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")

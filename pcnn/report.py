@@ -1,0 +1,786 @@
+"""From results JSON to the report: LaTeX macros, tables, the report's figures, and the latexmk build.
+
+Every number the report prints comes from here: `macros.tex` (one `\\newcommand` per number, e.g.
+`\\ValAccuracy`) and the `table_*.tex` files are generated from the merged results (`results.json`), never
+typed by hand. A value that was not measured prints as a sentence saying so (for FID without Inception
+weights: "not measured (no Inception weights)"), never as an invented number.
+
+The report sources in `report/` input these files by bare name; `build_report` puts the chosen figures
+folder (`figures/` for the committed reference run, `build/<profile>/figures` for a pipeline build) on
+TEXINPUTS, so the same sources build against either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcnn.data import CLASS_NAMES
+
+NOT_MEASURED_FID = "not measured (no Inception weights)"
+NA = "n/a"
+RESULT_NAMES = ("data", "training", "finetune", "ablation", "sampling")
+REPORT_FIGURES = (
+    "training_curves",
+    "samples_per_class",
+    "confusion_matrix",
+    "reliability",
+    "accuracy_vs_fraction",
+    "fid_floor",
+    "ablation",
+    "finetune_comparison",
+    "data_examples",
+    "sampler_speed",
+)
+OPTIONAL_FIGURES = ("samples_reference",)
+TABLES = ("table_ablation", "table_hyperparameters", "table_fid", "table_classification", "table_finetune")
+APT_PACKAGES = ("latexmk", "texlive-latex-recommended", "texlive-fonts-recommended", "texlive-pictures")
+
+
+class ReportError(RuntimeError):
+    """The report could not be built (latexmk missing or a LaTeX error; the message has the log's end)."""
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+def merge_results(results_dir: str | Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """All notebooks' results (`results/<name>.json`) in one dict, plus `meta` (profile, data source)."""
+    folder = Path(results_dir)
+    merged: dict[str, Any] = {"meta": dict(meta or {})}
+    for name in RESULT_NAMES:
+        path = folder / f"{name}.json"
+        merged[name] = json.loads(path.read_text()) if path.is_file() else None
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------- format
+
+
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def tex_escape(text: Any) -> str:
+    """Text safe to print in LaTeX (the special characters escaped)."""
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt(value: Any, digits: int = 2, scale: float = 1.0, missing: str = NA) -> str:
+    """A number with fixed decimals (after multiplying by `scale`), or `missing` when absent or not finite."""
+    if not _finite(value):
+        return missing
+    return f"{value * scale:.{digits}f}"
+
+
+def fmt_pct(value: Any, digits: int = 1, missing: str = NA) -> str:
+    """A fraction as a percentage number (no % sign: the text adds it)."""
+    return fmt(value, digits, 100.0, missing)
+
+
+def fmt_ci(ci: Sequence[float] | None, digits: int = 1) -> str:
+    """A 95% interval of a fraction, in percent: `[74.1, 80.3]`."""
+    if not ci or not all(_finite(v) for v in ci):
+        return NA
+    return f"[{100 * ci[0]:.{digits}f}, {100 * ci[1]:.{digits}f}]"
+
+
+def fmt_mean_std(summary: Mapping[str, Any] | None, digits: int = 1, missing: str = NOT_MEASURED_FID) -> str:
+    """`mean $\\pm$ std (n seeds)` of a metric over seeds; `missing` when it was not measured."""
+    if not summary or not _finite(summary.get("mean")):
+        return missing
+    std = summary.get("std")
+    n = summary.get("n") or len(summary.get("values") or [])
+    if _finite(std) and n and n > 1:
+        return f"{summary['mean']:.{digits}f} $\\pm$ {std:.{digits}f}"
+    return f"{summary['mean']:.{digits}f}"
+
+
+def _sci(value: Any) -> str:
+    """A number in LaTeX scientific notation, e.g. `$2\\times10^{-4}$`."""
+    if not _finite(value):
+        return NA
+    mantissa, exponent = f"{value:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    exp = int(exponent)
+    if exp == 0:
+        return f"${mantissa}$"
+    return f"${mantissa}\\times10^{{{exp}}}$" if mantissa != "1" else f"$10^{{{exp}}}$"
+
+
+def _int(value: Any) -> str:
+    return str(int(value)) if _finite(value) else NA
+
+
+def _get(data: Any, *keys: Any, default: Any = None) -> Any:
+    for key in keys:
+        if isinstance(data, Mapping) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return default
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- macros
+
+
+_MACRO_NAME = re.compile(r"^[A-Za-z]+$")
+
+
+def _fid_summary(sampling: Any, protocol: str, which: str) -> dict[str, Any] | None:
+    return _get(sampling, "fid", protocol, which)
+
+
+def _fid_missing(sampling: Any) -> str:
+    if _get(sampling, "fid", "available") is False:
+        return NOT_MEASURED_FID
+    return NA
+
+
+def _prefix_at(curve: Any, fraction: float) -> Any:
+    if not curve:
+        return None
+    fractions = np.asarray(curve["fractions"], dtype=float)
+    index = int(np.argmin(np.abs(fractions - fraction)))
+    return curve["accuracy"][index]
+
+
+def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
+    """Macro name -> LaTeX text for every number and word the report's prose uses."""
+    meta = results.get("meta") or {}
+    data, training = results.get("data") or {}, results.get("training") or {}
+    finetune, sampling = results.get("finetune") or {}, results.get("sampling") or {}
+    ablation = results.get("ablation") or []
+    config = training.get("config") or {}
+    model_cfg, train_cfg = config.get("model", {}), config.get("train", {})
+    val = training.get("validation") or {}
+    profile = meta.get("profile") or config.get("name") or "unknown"
+    source = meta.get("data_source") or data.get("data_source") or "unknown"
+    fid_missing = _fid_missing(sampling)
+    speed = sampling.get("speed") or []
+    batch = max((r["batch"] for r in speed), default=None)
+    cached = next((r for r in speed if r["method"] == "cached" and r["batch"] == batch), None)
+    naive = next((r for r in speed if r["method"] == "naive" and r["batch"] == batch), None)
+    splits = data.get("splits") or {}
+    best_row = max(
+        (r for r in ablation if _finite(r.get("val_accuracy"))), key=lambda r: r["val_accuracy"], default=None
+    )
+    macros = {
+        "ReportProfile": tex_escape(profile),
+        "ReportDataSource": "the synthetic stand-in data set"
+        if source == "synthetic"
+        else "the CPEN455 course data",
+        "ReportDevice": tex_escape(training.get("device") or meta.get("device") or NA),
+        "NumTrain": _int(_get(splits, "train", "images")),
+        "NumValidation": _int(_get(splits, "validation", "images")),
+        "NumTest": _int(_get(splits, "test", "images")),
+        "NumGrayscale": _int(data.get("grayscale")),
+        "NrResnet": _int(model_cfg.get("nr_resnet")),
+        "NrResnetDown": _int(model_cfg["nr_resnet"] + 1) if _finite(model_cfg.get("nr_resnet")) else NA,
+        "NrFilters": _int(model_cfg.get("nr_filters")),
+        "NrMix": _int(model_cfg.get("nr_logistic_mix")),
+        "NumParams": f"{training['parameters']:,}".replace(",", "{,}")
+        if _finite(training.get("parameters"))
+        else NA,
+        "BatchSize": _int(train_cfg.get("batch_size")),
+        "LearningRate": _sci(train_cfg.get("lr")),
+        "TrainSteps": _int(training.get("steps")),
+        "TrainEpochs": _int(training.get("epochs")),
+        "TrainMinutes": fmt(_get(training, "wall_time_s"), 1, 1 / 60),
+        "SelectedEpoch": _int(training.get("selected_epoch")),
+        "SelectedOn": tex_escape(training.get("selected_on") or NA),
+        "ValImages": _int(val.get("n")),
+        "ValAccuracy": fmt_pct(val.get("accuracy")),
+        "ValAccuracyCI": fmt_ci(val.get("accuracy_ci95")),
+        "ValFOne": fmt(val.get("macro_f1"), 3),
+        "ValECE": fmt(val.get("ece"), 3),
+        "ValBpd": fmt(val.get("bits_per_dim"), 3),
+        "PrefixImages": _int(_get(training, "prefix", "n")),
+        "PrefixAccuracyQuarter": fmt_pct(_prefix_at(training.get("prefix"), 0.25)),
+        "PrefixAccuracyHalf": fmt_pct(_prefix_at(training.get("prefix"), 0.5)),
+        "FtBudget": tex_escape(finetune.get("budget") or NA),
+        "FtFocus": tex_escape(", ".join(finetune.get("focus_names") or []) or "none"),
+        "FtLrFactor": fmt(finetune.get("lr_factor"), 2),
+        "FtFocusShare": fmt_pct(_get(finetune, "config", "train", "focus_share"), 0),
+        "FtBaseAccuracy": fmt_pct(_get(finetune, "base", "accuracy")),
+        "FtAccuracy": fmt_pct(_get(finetune, "finetuned", "accuracy")),
+        "FtBaseBpd": fmt(_get(finetune, "base", "bits_per_dim"), 3),
+        "FtBpd": fmt(_get(finetune, "finetuned", "bits_per_dim"), 3),
+        "FtBetter": "improved"
+        if _finite(_get(finetune, "finetuned", "accuracy"))
+        and _finite(_get(finetune, "base", "accuracy"))
+        and finetune["finetuned"]["accuracy"] > finetune["base"]["accuracy"]
+        else "did not improve",
+        "FidCourse": fmt_mean_std(_fid_summary(sampling, "course", "model"), missing=fid_missing),
+        "FidCourseFloor": fmt_mean_std(_fid_summary(sampling, "course", "floor"), missing=fid_missing),
+        "FidCourseSamples": _int(_get(sampling, "fid", "course", "model", "n_samples")),
+        "FidCourseDims": _int(_get(sampling, "fid", "course", "model", "dims")),
+        "FidMatchedDims": _int(_get(sampling, "fid", "matched", "model", "dims")),
+        "FidCourseSeeds": _int(len(_get(sampling, "fid", "course", "model", "seeds", default=[])) or None),
+        "FidMatched": fmt_mean_std(_fid_summary(sampling, "matched", "model"), missing=fid_missing),
+        "FidMatchedFloor": fmt_mean_std(_fid_summary(sampling, "matched", "floor"), missing=fid_missing),
+        "KidMatched": fmt(_get(sampling, "fid", "matched", "model", "kid_mean"), 4, missing=fid_missing),
+        "FidMatchedSamples": _int(_get(sampling, "fid", "matched", "model", "n_samples")),
+        "SpeedBatch": _int(batch),
+        "SpeedCached": fmt(_get(cached, "seconds_per_image"), 2),
+        "SpeedNaive": fmt(_get(naive, "seconds_per_image"), 2),
+        "SpeedUp": fmt(_get(naive, "seconds") / cached["seconds"], 0)
+        if cached and naive and _finite(cached.get("seconds")) and cached["seconds"] > 0
+        else NA,
+        "SpeedNaiveHow": "timed" if _get(naive, "measured") == "timed" else "estimated from one forward pass",
+        "AblationBudget": tex_escape(ablation[0]["budget"]) if ablation else NA,
+        "AblationBest": tex_escape(best_row["name"]) if best_row else NA,
+        "AblationVariants": _int(len(ablation) or None),
+    }
+    for name in macros:
+        if not _MACRO_NAME.match(name):
+            raise ValueError(f"macro name {name!r} must be letters only")
+    return macros
+
+
+def macros_tex(results: Mapping[str, Any]) -> str:
+    """The `macros.tex` file: conditionals for the profile and data, then one command per number."""
+    meta = results.get("meta") or {}
+    smoke = (meta.get("profile") or "") == "smoke"
+    synthetic = (meta.get("data_source") or _get(results, "data", "data_source")) == "synthetic"
+    lines = [
+        "% Generated by pcnn.report from results.json; do not edit by hand.",
+        r"\newif\ifSmokeBuild" + ("\\SmokeBuildtrue" if smoke else "\\SmokeBuildfalse"),
+        r"\newif\ifSyntheticData" + ("\\SyntheticDatatrue" if synthetic else "\\SyntheticDatafalse"),
+        r"\newif\ifFidMeasured"
+        + ("\\FidMeasuredtrue" if _get(results, "sampling", "fid", "available") else "\\FidMeasuredfalse"),
+    ]
+    for name, value in report_macros(results).items():
+        lines.append(f"\\newcommand{{\\{name}}}{{{value}}}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _tabular(
+    columns: str, header: Sequence[str], rows: Iterable[Sequence[str]], note: str | None = None
+) -> str:
+    lines = [
+        "% Generated by pcnn.report; do not edit by hand.",
+        f"\\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines.append(r"\bottomrule")
+    lines.append(r"\end{tabular}")
+    if note:
+        lines.append(f"\\par\\smallskip{{\\footnotesize {note}}}")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Variants: validation accuracy with its 95% interval, macro F1, bits/dim and course FID."""
+    body = []
+    for r in rows:
+        fid = r.get("fid_course_mean")
+        fid_text = (
+            (
+                f"{fid:.1f}"
+                + (
+                    f" $\\pm$ {r['fid_course_std']:.1f}"
+                    if _finite(r.get("fid_course_std")) and r["fid_course_std"] > 0
+                    else ""
+                )
+            )
+            if _finite(fid)
+            else "--"
+        )
+        body.append(
+            [
+                tex_escape(r["name"]),
+                fmt_pct(r.get("val_accuracy"))
+                + (f" {fmt_ci(r.get('val_accuracy_ci'))}" if r.get("val_accuracy_ci") else ""),
+                fmt(r.get("val_f1"), 3),
+                fmt(r.get("val_bpd"), 3),
+                fid_text,
+            ]
+        )
+    notes = sorted(
+        {r.get("fid_note") for r in rows if r.get("fid_note") and not _finite(r.get("fid_course_mean"))}
+    )
+    budget = rows[0]["budget"] if rows else NA
+    note = f"Budget per variant: {tex_escape(budget)}; final weights, not selected on validation."
+    if notes:
+        note += " FID --: " + tex_escape("; ".join(notes)) + "."
+    return _tabular(
+        "lcccc",
+        ["variant", "val.\\ acc.\\ \\% [95\\% CI]", "macro F1", "bits/dim", "FID (course)"],
+        body,
+        note,
+    )
+
+
+def hyperparameter_table(config: Mapping[str, Any], parameters: int | None = None) -> str:
+    """Every model field and the training fields that shape the run, from the run's resolved config."""
+    model, train = config.get("model", {}), config.get("train", {})
+    keys = [
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "max_train_images",
+        "batch_size",
+        "lr",
+        "lr_decay",
+        "lr_switch_epoch",
+        "lr_after_switch",
+        "lr_decay_after_switch",
+        "seed",
+        "augment",
+        "polyak",
+        "polyak_decay",
+        "eval_every",
+        "eval_subset",
+        "precision",
+        "disc_weight",
+        "grad_clip",
+    ]
+    rows = [[f"model.{tex_escape(k)}", tex_escape(_plain(v))] for k, v in model.items()]
+    if parameters is not None:
+        rows.append(["parameters", f"{parameters:,}".replace(",", "{,}")])
+    rows += [[f"train.{tex_escape(k)}", tex_escape(_plain(train[k]))] for k in keys if k in train]
+    return _tabular(
+        "ll",
+        ["setting", "value"],
+        rows,
+        f"Profile {tex_escape(config.get('name', NA))}; 0 means unlimited for budgets.",
+    )
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def fid_table(sampling: Mapping[str, Any] | None) -> str:
+    """Both FID protocols: model (mean +- std over seeds) beside the real-data floor, and KID."""
+    fid = (sampling or {}).get("fid") or {}
+    missing = NOT_MEASURED_FID if fid.get("available") is False else NA
+    rows = []
+    for protocol, label in (("course", "course"), ("matched", "matched")):
+        model = fid.get(protocol, {}).get("model") if fid.get(protocol) else None
+        floor = fid.get(protocol, {}).get("floor") if fid.get(protocol) else None
+        kid = _get(model, "kid_mean")
+        rows.append(
+            [
+                label,
+                _int(_get(model, "n_samples")),
+                _int(_get(model, "dims")),
+                fmt_mean_std(model, missing=missing),
+                fmt_mean_std(floor, missing=missing),
+                fmt(kid, 4, missing="--"),
+            ]
+        )
+    note = (
+        "Course: samples saved as the course's JPEGs against the test folder. Matched: equal numbers of "
+        "samples and real training images at 32x32. Floor: real images scored the same way."
+    )
+    if fid.get("available") is False:
+        note = "FID " + NOT_MEASURED_FID + ". " + note
+    return _tabular(
+        "lccccc", ["protocol", "samples", "dims", "FID model", "FID floor", "KID model"], rows, note
+    )
+
+
+def classification_table(validation: Mapping[str, Any] | None) -> str:
+    """Per-class accuracy, bits/dim and support, then the overall numbers with the 95% interval."""
+    val = validation or {}
+    cm = np.asarray(val.get("confusion_matrix") or np.zeros((len(CLASS_NAMES), len(CLASS_NAMES))))
+    rows = []
+    for k, name in enumerate(CLASS_NAMES):
+        rows.append(
+            [
+                tex_escape(name),
+                fmt_pct(_get(val, "per_class_accuracy", name)),
+                fmt(_get(val, "per_class_bits_per_dim", name), 3),
+                str(int(cm[k].sum()) if cm.size else 0),
+            ]
+        )
+    rows.append(
+        [
+            r"\midrule all",
+            f"{fmt_pct(val.get('accuracy'))} {fmt_ci(val.get('accuracy_ci95'))}",
+            fmt(val.get("bits_per_dim"), 3),
+            _int(val.get("n")),
+        ]
+    )
+    return _tabular(
+        "lccc",
+        ["class", "accuracy \\%", "bits/dim", "images"],
+        rows,
+        f"Macro F1 {fmt(val.get('macro_f1'), 3)}; ECE {fmt(val.get('ece'), 3)}.",
+    )
+
+
+def finetune_table(finetune: Mapping[str, Any] | None) -> str:
+    """Base and fine-tuned model on the validation split."""
+    ft = finetune or {}
+    rows = []
+    for key, label in (("base", "base model"), ("finetuned", "fine-tuned")):
+        m = ft.get(key) or {}
+        rows.append(
+            [
+                label,
+                f"{fmt_pct(m.get('accuracy'))} {fmt_ci(m.get('accuracy_ci95'))}",
+                fmt(m.get("macro_f1"), 3),
+                fmt(m.get("bits_per_dim"), 3),
+            ]
+        )
+    note = (
+        f"Fine-tuning: {tex_escape(ft.get('budget') or NA)}, learning rate x{fmt(ft.get('lr_factor'), 2)}, "
+        f"focus classes: {tex_escape(', '.join(ft.get('focus_names') or []) or 'none')}; "
+        f"checkpoint selected on a held-out {fmt_pct(ft.get('holdout'), 0)}\\% of the training split."
+    )
+    return _tabular("lccc", ["model", "val.\\ acc.\\ \\% [95\\% CI]", "macro F1", "bits/dim"], rows, note)
+
+
+def write_tables(results: Mapping[str, Any], figures_dir: str | Path) -> list[Path]:
+    """Write `macros.tex` and every `table_*.tex` into the figures folder."""
+    folder = Path(figures_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    training = results.get("training") or {}
+    contents = {
+        "macros.tex": macros_tex(results),
+        "table_ablation.tex": ablation_table(results.get("ablation") or []),
+        "table_hyperparameters.tex": hyperparameter_table(
+            training.get("config") or {}, training.get("parameters")
+        ),
+        "table_fid.tex": fid_table(results.get("sampling")),
+        "table_classification.tex": classification_table(training.get("validation")),
+        "table_finetune.tex": finetune_table(results.get("finetune")),
+    }
+    paths = []
+    for name, text in contents.items():
+        path = folder / name
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def _load_npz(results_dir: Path, name: str) -> dict[str, np.ndarray] | None:
+    path = results_dir / f"{name}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _title(results: Mapping[str, Any], text: str) -> str:
+    meta = results.get("meta") or {}
+    tag = meta.get("profile", "")
+    if meta.get("data_source") == "synthetic":
+        tag += ", synthetic data"
+    return f"{text} ({tag})" if tag else text
+
+
+def _fig_training_curves(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import training_curves_figure
+
+    training = results["training"]
+    curve = training.get("loss_curve") or {"step": [], "loss": []}
+    return training_curves_figure(
+        list(zip(curve["step"], curve["loss"])),
+        training.get("metrics") or [],
+        _title(results, "Training curves"),
+    )
+
+
+def _fig_confusion(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import confusion_matrix_figure
+
+    val = results["training"]["validation"]
+    return confusion_matrix_figure(
+        val["confusion_matrix"],
+        CLASS_NAMES,
+        _title(results, f"Confusion matrix, {val['n']} validation images"),
+    )
+
+
+def _fig_reliability(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import reliability_figure
+
+    val = results["training"]["validation"]
+    return reliability_figure(val["reliability"], val["ece"], "Calibration")
+
+
+def _fig_prefix(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import accuracy_vs_fraction_figure
+
+    return accuracy_vs_fraction_figure(results["training"]["prefix"], "Accuracy vs image seen")
+
+
+def _fig_per_class_bpd(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import per_class_bpd_figure
+
+    return per_class_bpd_figure(
+        results["training"]["validation"]["per_class_bits_per_dim"], "Validation bits/dim per class"
+    )
+
+
+def _fig_samples(
+    results: Mapping[str, Any], results_dir: Path, name: str = "samples", label: str = ""
+) -> Any:
+    from pcnn.plots import image_grid_figure, samples_by_class
+
+    data = _load_npz(results_dir, name)
+    if data is None:
+        raise FileNotFoundError(f"{results_dir / name}.npz is missing: run 04_sampling_and_fid first")
+    per_class = int(np.bincount(data["labels"]).max())
+    grid = samples_by_class(data["images"], data["labels"], len(CLASS_NAMES), per_class)
+    return image_grid_figure(grid, list(CLASS_NAMES), _title(results, f"Samples per class{label}"))
+
+
+def _fig_reference(results: Mapping[str, Any], results_dir: Path) -> Any:
+    return _fig_samples(results, results_dir, "reference_samples", ", reference checkpoint")
+
+
+def fid_entries(sampling: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Bars of the FID figure: model and floor per protocol (None means not measured, with the reason)."""
+    fid = (sampling or {}).get("fid") or {}
+    note = NOT_MEASURED_FID if fid.get("available") is False else "not measured"
+    entries = []
+    for protocol, label in (
+        ("course", "course protocol (dims 192)"),
+        ("matched", "matched protocol (dims 2048)"),
+    ):
+        for which, what in (("model", "model"), ("floor", "real-data floor")):
+            summary = _get(fid, protocol, which) or {}
+            entries.append(
+                {
+                    "protocol": label,
+                    "what": what,
+                    "mean": summary.get("mean"),
+                    "std": summary.get("std"),
+                    "note": note,
+                }
+            )
+    return entries
+
+
+def _fig_fid(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import fid_floor_figure
+
+    return fid_floor_figure(
+        fid_entries(results.get("sampling")), _title(results, "FID beside the real-data floor")
+    )
+
+
+def _fig_ablation(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import ablation_figure
+
+    rows = results["ablation"]
+    return ablation_figure(rows, _title(results, f"Conditioning variants, {rows[0]['budget']} each"))
+
+
+def _fig_finetune(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import comparison_figure
+
+    ft = results["finetune"]
+    return comparison_figure(
+        {"base": ft["base"], "fine-tuned": ft["finetuned"]}, CLASS_NAMES, "Base vs fine-tuned (validation)"
+    )
+
+
+def _fig_data_examples(results: Mapping[str, Any], results_dir: Path) -> Any:
+    from pcnn.plots import image_grid_figure
+
+    data = _load_npz(results_dir, "data_examples")
+    if data is None:
+        raise FileNotFoundError(f"{results_dir}/data_examples.npz is missing: run 00_data_exploration first")
+    return image_grid_figure(data["grid"], list(CLASS_NAMES), _title(results, "Training images (32x32)"))
+
+
+def _fig_speed(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import sampler_speed_figure
+
+    return sampler_speed_figure(results["sampling"]["speed"], "Sampler speed (32x32 images)")
+
+
+FIGURE_MAKERS: dict[str, Callable[[Mapping[str, Any], Path], Any]] = {
+    "training_curves": _fig_training_curves,
+    "confusion_matrix": _fig_confusion,
+    "reliability": _fig_reliability,
+    "accuracy_vs_fraction": _fig_prefix,
+    "per_class_bpd": _fig_per_class_bpd,
+    "samples_per_class": _fig_samples,
+    "samples_reference": _fig_reference,
+    "fid_floor": _fig_fid,
+    "ablation": _fig_ablation,
+    "finetune_comparison": _fig_finetune,
+    "data_examples": _fig_data_examples,
+    "sampler_speed": _fig_speed,
+}
+
+
+def render_figure(
+    stem: str, results: Mapping[str, Any], results_dir: str | Path, figures_dir: str | Path
+) -> tuple[Any, list[Path]]:
+    """Draw one named figure from the results and save it as PDF and PNG; returns (figure, paths)."""
+    from pcnn.plots import save_figure
+
+    if stem not in FIGURE_MAKERS:
+        raise KeyError(f"unknown figure {stem!r}; known: {', '.join(FIGURE_MAKERS)}")
+    fig = FIGURE_MAKERS[stem](results, Path(results_dir))
+    return fig, save_figure(fig, Path(figures_dir) / stem)
+
+
+def write_manifest(figures_dir: str | Path, files: Iterable[Path], meta: Mapping[str, Any]) -> Path:
+    """`manifest.json`: every file this build wrote into the figures folder, with its SHA-256."""
+    folder = Path(figures_dir)
+    entries = {}
+    for path in sorted({Path(p) for p in files}):
+        entries[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({"meta": dict(meta), "files": entries}, indent=2) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+_INCLUDE = re.compile(r"\\(includegraphics|input)\s*(?:\[[^\]]*\])?\s*\{([^}#]+)\}")
+
+
+def included_files(report_dir: str | Path) -> dict[str, str]:
+    """Names the report sources include that are not sources themselves: name -> `figure` or `input`.
+
+    Figures wrapped in `\\optionalfigure` (the reference checkpoint's samples) are not listed.
+    """
+    folder = Path(report_dir)
+    sources = {p.stem for p in folder.glob("*.tex")}
+    found: dict[str, str] = {}
+    for tex in sorted(folder.glob("*.tex")):
+        text = "\n".join(
+            line.split("%", 1)[0] if not line.lstrip().startswith("\\%") else line
+            for line in tex.read_text().splitlines()
+        )
+        for kind, name in _INCLUDE.findall(text):
+            stem = Path(name.strip()).stem if kind == "input" else name.strip()
+            if stem in sources:
+                continue
+            found[name.strip()] = "figure" if kind == "includegraphics" else "input"
+    return found
+
+
+def latexmk_available() -> bool:
+    return shutil.which("latexmk") is not None and shutil.which("pdflatex") is not None
+
+
+def install_hint() -> str:
+    """How to get latexmk and TeX Live (Debian/Ubuntu packages)."""
+    return f"sudo apt-get update && sudo apt-get install -y --no-install-recommends {' '.join(APT_PACKAGES)}"
+
+
+def build_report(
+    figures_dir: str | Path, out_pdf: str | Path, *, report_dir: str | Path | None = None, quiet: bool = True
+) -> Path:
+    """Compile `report/main.tex` against a figures folder with latexmk; returns the PDF path.
+
+    The figures folder is put first on TEXINPUTS, so `\\input{macros}` and `\\includegraphics{name}` find
+    that build's files; auxiliary files go to `<out_pdf's folder>/latex/`.
+    """
+    if not latexmk_available():
+        raise ReportError(f"latexmk/pdflatex not found; install TeX Live: {install_hint()}")
+    figures = Path(figures_dir).resolve()
+    source = Path(report_dir).resolve() if report_dir else Path(__file__).resolve().parent.parent / "report"
+    if not (source / "main.tex").is_file():
+        raise ReportError(f"{source}/main.tex not found")
+    if not (figures / "macros.tex").is_file():
+        raise ReportError(f"{figures}/macros.tex not found: run notebooks/05_report_figures first")
+    missing = [
+        name
+        for name, kind in included_files(source).items()
+        if not any((figures / f"{name}{ext}").is_file() for ext in ("", ".pdf", ".tex", ".png"))
+    ]
+    if missing:
+        raise ReportError(f"{figures} lacks files the report includes: {', '.join(sorted(missing))}")
+    out_pdf = Path(out_pdf).resolve()
+    work = out_pdf.parent / "latex"
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TEXINPUTS=f"{figures}{os.pathsep}{source}{os.pathsep}")
+    command = [
+        "latexmk",
+        "-pdf",
+        "-interaction=nonstopmode",
+        "-halt-on-error",
+        "-file-line-error",
+        f"-output-directory={work}",
+        "-jobname=report",
+        "main.tex",
+    ]
+    if quiet:
+        command.insert(1, "-silent")
+    proc = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True)
+    produced = work / "report.pdf"
+    if proc.returncode != 0 or not produced.is_file():
+        log = work / "report.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.is_file() else proc.stdout[-3000:]
+        raise ReportError(
+            f"latexmk failed (exit {proc.returncode}); end of {log}:\n{tail}\n{proc.stderr[-1000:]}"
+        )
+    shutil.copy2(produced, out_pdf)
+    return out_pdf
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pcnn.report --figures figures --out build/reference/report.pdf`: build from figures."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pcnn.report",
+        description=(
+            "Compile report/main.tex against a figures folder (default figures/: the committed reference "
+            "run)."
+        ),
+    )
+    parser.add_argument("--figures", default="figures", help="folder with macros.tex, tables and figures")
+    parser.add_argument("--out", default="build/reference/report.pdf", help="output PDF")
+    args = parser.parse_args(argv)
+    try:
+        pdf = build_report(args.figures, args.out, quiet=False)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {pdf}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The six notebooks run headless (papermill) on a tiny smoke profile and write their declared figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from pcnn.pipeline import NOTEBOOKS, Notebook, PipelineError, execute_notebook, missing_outputs, stage_sizes
+
+from ._pipeline import tiny_pipeline
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+PARAMETERS = {"profile", "data_dir", "run_dir", "figures_dir", "seed", "device", "sizes"}
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return tiny_pipeline(tmp_path_factory.mktemp("pipeline"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.name for nb in NOTEBOOKS])
+def test_parameters_cell_declares_the_pipeline_parameters(notebook: Notebook) -> None:
+    nb = jupytext.read(NOTEBOOK_DIR / f"{notebook.name}.py")
+    cells = [cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    names: dict = {}
+    exec(cells[0].source, {}, names)  # noqa: S102 - our own notebook source
+    assert PARAMETERS <= set(names)
+    assert names["profile"] == "smoke" and names["device"] == "auto"
+    first = nb.cells[1]
+    assert "colab" in first.metadata.get("tags", []) and "pip" in first.source, (
+        "first code cell installs on Colab"
+    )
+
+
+def test_stage_sizes_reject_unknown_names() -> None:
+    assert stage_sizes("smoke").ablation_budget == {"max_steps": 24}
+    with pytest.raises(ValueError, match="unknown stage size"):
+        stage_sizes("smoke", {"no_such_size": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.name for nb in NOTEBOOKS])
+def test_notebook_ran_and_wrote_its_declared_figures(build: dict, notebook: Notebook) -> None:
+    executed = Path(build["build"]) / "notebooks" / f"{notebook.name}.ipynb"
+    assert executed.is_file()
+    cells = json.loads(executed.read_text())["cells"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    figures = Path(build["figures"])
+    assert missing_outputs(notebook, figures) == []
+    for stem in notebook.figures:
+        for ext in ("pdf", "png"):
+            path = figures / f"{stem}.{ext}"
+            assert path.stat().st_size > 0 and path.stat().st_mtime >= build["started_at"] - 1
+
+
+@pytest.mark.slow
+def test_results_hold_no_invented_fid(build: dict) -> None:
+    results = json.loads((Path(build["figures"]) / "results.json").read_text())
+    assert results["meta"]["profile"] == "smoke" and results["meta"]["data_source"] == "synthetic"
+    fid = results["sampling"]["fid"]
+    if fid["available"]:
+        assert fid["course"]["model"]["mean"] > 0 and fid["course"]["floor"]["mean"] > 0
+    else:
+        assert "course" not in fid and "no Inception weights" in fid["note"]
+    assert {row["name"] for row in results["ablation"]} >= {"none", "gated-bias", "gated-bias+polyak"}
+    assert next(r for r in results["ablation"] if r["name"] == "none")["val_accuracy"] is None
+
+
+@pytest.mark.slow
+def test_a_failing_cell_names_the_notebook_and_the_cell(tmp_path: Path) -> None:
+    (tmp_path / "99_broken.py").write_text(
+        '# %% tags=["parameters"]\nprofile = "smoke"\n\n# %%\nx = 1\n\n# %%\nraise ValueError("boom")\n'
+    )
+    params = {"profile": "smoke", "figures_dir": str(tmp_path / "figures")}
+    with pytest.raises(PipelineError, match=r"notebook 99_broken failed in cell \d+ .*ValueError: boom"):
+        execute_notebook(Notebook("99_broken", ()), params, tmp_path / "out", notebooks_dir=tmp_path)
+    assert (tmp_path / "out" / "99_broken.ipynb").is_file()
