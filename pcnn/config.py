@@ -76,7 +76,9 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
-    compile: str = "auto"  # auto | on | off
+    compile: str = "auto"  # auto | on | off (auto: on for CUDA, off on the CPU, where compiling takes minutes)
+    fast_path: str = "auto"  # auto | on | off: the restructured training forward and fused likelihood
+    channels_last: str = "auto"  # auto | on | off: activation layout of the fast path (auto: on)
     max_nonfinite_steps: int = 10
     disc_weight: float = 0.0  # weight of the hybrid objective's cross-entropy term
     disc_fraction: float = 0.25  # share of each batch that the discriminative term scores
@@ -90,6 +92,28 @@ class TrainConfig:
     focus_share: float = 0.9
     holdout_fraction: float = 0.0  # share of the training split held out to select and early-stop on
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 never stops early
+
+    def __post_init__(self) -> None:
+        switches = {
+            "precision": ("auto", "fp32", "bf16"),
+            "compile": ("auto", "on", "off"),
+            "fast_path": ("auto", "on", "off"),
+            "channels_last": ("auto", "on", "off"),
+        }
+        for name, allowed in switches.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.batch_size < 1 or self.epochs < 0 or self.eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1 and epochs >= 0")
+        for name in ("polyak_decay",):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"train.{name} must lie in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.focus_share <= 1.0:
+            raise ValueError(f"train.focus_share must lie in (0, 1], got {self.focus_share}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"train.holdout_fraction must lie in [0, 1), got {self.holdout_fraction}")
+        if self.disc_weight < 0 or not 0.0 < self.disc_fraction <= 1.0:
+            raise ValueError("train.disc_weight must be >= 0 and train.disc_fraction in (0, 1]")
 
 
 @dataclass

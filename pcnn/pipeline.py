@@ -500,6 +500,9 @@ def run_pipeline(
             raise PipelineError(f"latexmk/pdflatex not found (needed for the report): {install_hint()}; "
                                 "or skip the report with --no-report")
     _check_kernel()
+    # OpenMP threads that spin while waiting slow torch down several-fold on a shared (oversubscribed)
+    # CPU; passive waiting costs little when the machine is idle. The kernels inherit this environment.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     timings: dict[str, float] = {}
     started = time.time()
     for notebook in chosen:

@@ -1,0 +1,176 @@
+"""Training-step throughput and peak memory: the trainer's step against a plain eager step, in one run.
+
+The fast path is exactly what `pcnn train` runs (`pcnn.train.make_train_step` with a TrainConfig whose
+speed switches default per device, or as given); the plain path is the straightforward formulation:
+`model(x, labels)`, `dmol_nll`, autograd, `torch.optim.Adam`. Both train identically initialised
+copies of the model on the same batch; their steps alternate so that load changes on a shared machine
+hit both alike, and the medians are compared.
+
+    python benchmarks/train_step.py                      # both settings on the default device
+    python benchmarks/train_step.py --precision fp32     # force the float32 fast path
+    python benchmarks/train_step.py --settings 40,5,16 --steps 12 --device cuda
+
+Peak memory: CUDA's allocator peak on a GPU; on Linux CPUs the process's peak resident set during one
+step of each path (reset through /proc/self/clear_refs), "n/a" elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pcnn.config import ModelConfig, TrainConfig  # noqa: E402
+from pcnn.device import resolve_device  # noqa: E402
+from pcnn.likelihood import dmol_nll  # noqa: E402
+from pcnn.model import build_model  # noqa: E402
+from pcnn.runrecord import _cpu_name  # noqa: E402
+from pcnn.train import (  # noqa: E402
+    build_optimizer,
+    make_train_step,
+    native_bf16_cpu,
+    resolve_compile,
+    resolve_precision,
+)
+
+SETTINGS = ("40,5,16", "128,100,32")  # nr_filters, nr_logistic_mix, batch size
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """The straightforward eager step of this project's model and likelihood."""
+    scale = 1.0 / (3 * model.config.image_size**2 * torch.log(torch.tensor(2.0)).item())
+
+    def step(x: torch.Tensor, labels: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = dmol_nll(x, model(x, labels)).mean() * scale
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def bench_setting(
+    nf: int, mix: int, batch: int, args: argparse.Namespace, device: torch.device
+) -> dict[str, float | str | None]:
+    config = ModelConfig(nr_filters=nf, nr_logistic_mix=mix)
+    torch.manual_seed(0)
+    plain_model = build_model(config).to(device).train()
+    fast_model = build_model(config).to(device).train()
+    fast_model.load_state_dict(plain_model.state_dict())
+    train_config = dataclasses.replace(
+        TrainConfig(batch_size=batch), precision=args.precision, compile=args.compile, fast_path=args.fast_path
+    )
+    steps = {
+        "plain": plain_step(plain_model, torch.optim.Adam(plain_model.parameters(), lr=2e-4)),
+        "fast": make_train_step(fast_model, build_optimizer(fast_model, train_config), train_config),
+    }
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.randint(0, 256, (batch, 3, 32, 32), generator=generator).float() / 127.5 - 1).to(device)
+    labels = torch.randint(0, 4, (batch,), generator=generator).to(device)
+    warm: dict[str, float] = {}
+    for name, step in steps.items():  # first calls: allocation, cuDNN autotuning, compilation
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            step(x, labels)
+        _sync(device)
+        warm[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: dict[str, float | None] = {}
+    for i in range(args.steps):
+        for name, step in steps.items():
+            if i == 0:
+                _reset_peak(device)
+            _sync(device)
+            start = time.perf_counter()
+            step(x, labels)
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+            if i == 0:
+                peaks[name] = _peak_mb(device)
+    rate = {name: batch / statistics.median(values) for name, values in times.items()}
+    best = {name: batch / min(values) for name, values in times.items()}
+    return {
+        "setting": f"nf {nf}, mix {mix}, batch {batch}",
+        "plain_img_s": rate["plain"],
+        "fast_img_s": rate["fast"],
+        "ratio": rate["fast"] / rate["plain"],
+        "ratio_best": best["fast"] / best["plain"],
+        "plain_peak_mb": peaks["plain"],
+        "fast_peak_mb": peaks["fast"],
+        "fast_warmup_s": warm["fast"],
+        "precision": str(resolve_precision(train_config, device) or "fp32"),
+        "compiled": str(resolve_compile(train_config, device)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NF,MIX,BATCH")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per path (alternating)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps per path")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--fast-path", default="auto", choices=["auto", "on", "off"])
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    print(f"device {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} threads; "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native CPU bf16 {native_bf16_cpu()}")
+    header = (f"{'setting':<28} {'plain img/s':>11} {'fast img/s':>10} {'ratio':>6} {'(best)':>6} "
+              f"{'plain MB':>9} {'fast MB':>8}  fast path")
+    print(header)
+    for text in args.settings:
+        nf, mix, batch = (int(v) for v in text.split(","))
+        r = bench_setting(nf, mix, batch, args, device)
+
+        def mb(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.0f}"
+
+        print(f"{r['setting']:<28} {r['plain_img_s']:>11.2f} {r['fast_img_s']:>10.2f} {r['ratio']:>5.2f}x "
+              f"{r['ratio_best']:>5.2f}x {mb(r['plain_peak_mb']):>9} {mb(r['fast_peak_mb']):>8}  "
+              f"{r['precision']}, compiled {r['compiled']}, warm-up {r['fast_warmup_s']:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
