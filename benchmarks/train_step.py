@@ -10,15 +10,18 @@ hit both alike, and the medians are compared.
     python benchmarks/train_step.py --precision fp32     # force the float32 fast path
     python benchmarks/train_step.py --settings 40,5,16 --steps 12 --device cuda
 
-Peak memory: CUDA's allocator peak on a GPU; on Linux CPUs the process's peak resident set during one
-step of each path (reset through /proc/self/clear_refs), "n/a" elsewhere.
+Peak memory: what one step needs above the memory that the model and optimiser hold: CUDA's allocator
+peak on a GPU; on Linux CPUs the peak resident set of a fresh process per path (reset through
+/proc/self/clear_refs after a first step); "n/a" elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,31 +52,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_mb(device: torch.device) -> float | None:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def _status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
 
 
-def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], float]:
+def plain_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> Callable[[torch.Tensor, torch.Tensor], float]:
     """The straightforward eager step of this project's model and likelihood."""
-    scale = 1.0 / (3 * model.config.image_size**2 * torch.log(torch.tensor(2.0)).item())
+    scale = 1.0 / (3 * model.config.image_size**2 * math.log(2.0))
 
     def step(x: torch.Tensor, labels: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -85,24 +78,85 @@ def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Call
     return step
 
 
-def bench_setting(
-    nf: int, mix: int, batch: int, args: argparse.Namespace, device: torch.device
-) -> dict[str, float | str | None]:
-    config = ModelConfig(nr_filters=nf, nr_logistic_mix=mix)
-    torch.manual_seed(0)
-    plain_model = build_model(config).to(device).train()
-    fast_model = build_model(config).to(device).train()
-    fast_model.load_state_dict(plain_model.state_dict())
+def build_steps(
+    setting: tuple[int, int, int], args: argparse.Namespace, device: torch.device, paths: tuple[str, ...]
+) -> tuple[dict[str, Callable[[torch.Tensor, torch.Tensor], float]], torch.Tensor, torch.Tensor, TrainConfig]:
+    """Identically initialised models, one per path, and one fixed batch of grid images."""
+    nf, mix, batch = setting
     train_config = dataclasses.replace(
-        TrainConfig(batch_size=batch), precision=args.precision, compile=args.compile, fast_path=args.fast_path
+        TrainConfig(batch_size=batch),
+        precision=args.precision,
+        compile=args.compile,
+        fast_path=args.fast_path,
     )
-    steps = {
-        "plain": plain_step(plain_model, torch.optim.Adam(plain_model.parameters(), lr=2e-4)),
-        "fast": make_train_step(fast_model, build_optimizer(fast_model, train_config), train_config),
-    }
+    steps = {}
+    for path in paths:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(nr_filters=nf, nr_logistic_mix=mix)).to(device).train()
+        if path == "plain":
+            steps[path] = plain_step(model, torch.optim.Adam(model.parameters(), lr=2e-4))
+        else:
+            steps[path] = make_train_step(model, build_optimizer(model, train_config), train_config)
     generator = torch.Generator().manual_seed(1)
     x = (torch.randint(0, 256, (batch, 3, 32, 32), generator=generator).float() / 127.5 - 1).to(device)
     labels = torch.randint(0, 4, (batch,), generator=generator).to(device)
+    return steps, x, labels, train_config
+
+
+def peak_memory_mb(
+    setting: tuple[int, int, int], path: str, args: argparse.Namespace, device: torch.device
+) -> float | None:
+    """Memory a step needs above what the model and optimiser hold: CUDA's allocator peak on a GPU; on a
+    Linux CPU the peak resident set of a fresh process (so the other path's freed memory cannot hide it)."""
+    if device.type == "cuda":
+        steps, x, labels, _ = build_steps(setting, args, device, (path,))
+        steps[path](x, labels)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        steps[path](x, labels)
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if _status_mb("VmHWM") is None:
+        return None
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-of",
+        path,
+        "--settings",
+        ",".join(map(str, setting)),
+        "--device",
+        str(device),
+        "--precision",
+        args.precision,
+        "--compile",
+        args.compile,
+        "--fast-path",
+        args.fast_path,
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return float(done.stdout.split()[-1]) if done.returncode == 0 else None
+
+
+def _memory_child(
+    setting: tuple[int, int, int], path: str, args: argparse.Namespace, device: torch.device
+) -> None:
+    steps, x, labels, _ = build_steps(setting, args, device, (path,))
+    steps[path](x, labels)  # Adam's state appears on the first step
+    before = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set (Linux)
+    steps[path](x, labels)
+    print(_status_mb("VmHWM") - before)
+
+
+def bench_setting(
+    setting: tuple[int, int, int], args: argparse.Namespace, device: torch.device
+) -> dict[str, float | str | None]:
+    nf, mix, batch = setting
+    steps, x, labels, train_config = build_steps(setting, args, device, ("plain", "fast"))
     warm: dict[str, float] = {}
     for name, step in steps.items():  # first calls: allocation, cuDNN autotuning, compilation
         start = time.perf_counter()
@@ -111,18 +165,14 @@ def bench_setting(
         _sync(device)
         warm[name] = time.perf_counter() - start
     times: dict[str, list[float]] = {name: [] for name in steps}
-    peaks: dict[str, float | None] = {}
-    for i in range(args.steps):
+    for _ in range(args.steps):
         for name, step in steps.items():
-            if i == 0:
-                _reset_peak(device)
             _sync(device)
             start = time.perf_counter()
             step(x, labels)
             _sync(device)
             times[name].append(time.perf_counter() - start)
-            if i == 0:
-                peaks[name] = _peak_mb(device)
+    del steps
     rate = {name: batch / statistics.median(values) for name, values in times.items()}
     best = {name: batch / min(values) for name, values in times.items()}
     return {
@@ -131,8 +181,8 @@ def bench_setting(
         "fast_img_s": rate["fast"],
         "ratio": rate["fast"] / rate["plain"],
         "ratio_best": best["fast"] / best["plain"],
-        "plain_peak_mb": peaks["plain"],
-        "fast_peak_mb": peaks["fast"],
+        "plain_peak_mb": peak_memory_mb(setting, "plain", args, device),
+        "fast_peak_mb": peak_memory_mb(setting, "fast", args, device),
         "fast_warmup_s": warm["fast"],
         "precision": str(resolve_precision(train_config, device) or "fp32"),
         "compiled": str(resolve_compile(train_config, device)),
@@ -140,7 +190,9 @@ def bench_setting(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NF,MIX,BATCH")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per path (alternating)")
@@ -149,26 +201,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     parser.add_argument("--fast-path", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--memory-of", choices=["plain", "fast"], help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    settings = [tuple(int(v) for v in text.split(",")) for text in args.settings]
+    if args.memory_of:
+        _memory_child(settings[0], args.memory_of, args, device)
+        return 0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    print(f"device {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} threads; "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native CPU bf16 {native_bf16_cpu()}")
-    header = (f"{'setting':<28} {'plain img/s':>11} {'fast img/s':>10} {'ratio':>6} {'(best)':>6} "
-              f"{'plain MB':>9} {'fast MB':>8}  fast path")
+    print(
+        f"device {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} threads; "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native CPU bf16 {native_bf16_cpu()}"
+    )
+    header = (
+        f"{'setting':<28} {'plain img/s':>11} {'fast img/s':>10} {'ratio':>6} {'(best)':>6} "
+        f"{'plain MB':>9} {'fast MB':>8}  fast path"
+    )
     print(header)
-    for text in args.settings:
-        nf, mix, batch = (int(v) for v in text.split(","))
-        r = bench_setting(nf, mix, batch, args, device)
+    for setting in settings:
+        r = bench_setting(setting, args, device)
 
         def mb(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.0f}"
 
-        print(f"{r['setting']:<28} {r['plain_img_s']:>11.2f} {r['fast_img_s']:>10.2f} {r['ratio']:>5.2f}x "
-              f"{r['ratio_best']:>5.2f}x {mb(r['plain_peak_mb']):>9} {mb(r['fast_peak_mb']):>8}  "
-              f"{r['precision']}, compiled {r['compiled']}, warm-up {r['fast_warmup_s']:.1f} s", flush=True)
+        print(
+            f"{r['setting']:<28} {r['plain_img_s']:>11.2f} {r['fast_img_s']:>10.2f} {r['ratio']:>5.2f}x "
+            f"{r['ratio_best']:>5.2f}x {mb(r['plain_peak_mb']):>9} {mb(r['fast_peak_mb']):>8}  "
+            f"{r['precision']}, compiled {r['compiled']}, warm-up {r['fast_warmup_s']:.1f} s",
+            flush=True,
+        )
     return 0
 
 

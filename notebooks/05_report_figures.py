@@ -28,8 +28,9 @@ import sys
 
 REPOSITORY = "https://github.com/OWNER/pcnn"  # placeholder until the repository is published
 if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"pcnn[notebooks] @ git+{REPOSITORY}"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"pcnn[notebooks] @ git+{REPOSITORY}"], check=True
+    )
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | seed (DESIGN section 7)
@@ -48,8 +49,15 @@ from IPython.display import Markdown, display
 from pcnn import report
 from pcnn.pipeline import notebook_context, repo_root
 
-ctx = notebook_context(profile, data_dir=data_dir, run_dir=run_dir, figures_dir=figures_dir, seed=seed,
-                       device=device, sizes=sizes)
+ctx = notebook_context(
+    profile,
+    data_dir=data_dir,
+    run_dir=run_dir,
+    figures_dir=figures_dir,
+    seed=seed,
+    device=device,
+    sizes=sizes,
+)
 meta = {**ctx.meta, "sizes": ctx.sizes.to_dict()}
 results = report.merge_results(ctx.paths.results, meta)
 missing = [name for name in report.RESULT_NAMES if results[name] is None]
@@ -95,11 +103,7 @@ root = repo_root()
 if root is not None:
     names = {path.name for path in written}
     included = report.included_files(root / "report")
-    absent = [
-        name
-        for name in included
-        if not ({name, f"{name}.pdf", f"{name}.tex"} & names)
-    ]
+    absent = [name for name in included if not ({name, f"{name}.pdf", f"{name}.tex"} & names)]
     if absent:
         raise RuntimeError(f"the report includes files this build did not write: {absent}")
     print(f"all {len(included)} included files written")

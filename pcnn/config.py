@@ -36,7 +36,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.conditioning not in CONDITIONING_VARIANTS:
             raise ValueError(
-                f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONING_VARIANTS)}"
+                f"unknown conditioning {self.conditioning!r};"
+                f" choose one of {', '.join(CONDITIONING_VARIANTS)}"
             )
         if self.image_size % 4 or self.image_size < 4:
             raise ValueError(f"image_size must be a positive multiple of 4, got {self.image_size}")
@@ -73,10 +74,12 @@ class TrainConfig:
     sample_per_class: int = 4
     checkpoint_every: int = 0  # epochs; 0 keeps only `last` and `best`
     eval_batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader workers; -1 = auto (0 on a CPU, up to 8 on a GPU machine)
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
-    compile: str = "auto"  # auto | on | off (auto: on for CUDA, off on the CPU, where compiling takes minutes)
+    compile: str = (
+        "auto"  # auto | on | off (auto: on for CUDA, off on the CPU, where compiling takes minutes)
+    )
     fast_path: str = "auto"  # auto | on | off: the restructured training forward and fused likelihood
     channels_last: str = "auto"  # auto | on | off: activation layout of the fast path (auto: on)
     max_nonfinite_steps: int = 10
@@ -102,7 +105,9 @@ class TrainConfig:
         }
         for name, allowed in switches.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"train.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"train.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if self.batch_size < 1 or self.epochs < 0 or self.eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1 and epochs >= 0")
         for name in ("polyak_decay",):
@@ -144,8 +149,17 @@ def _smoke() -> RunConfig:
         name="smoke",
         model=ModelConfig(nr_resnet=1, nr_filters=16, nr_logistic_mix=5, dropout=0.0),
         train=TrainConfig(
-            epochs=7, batch_size=16, lr=1e-3, lr_decay=0.999, seed=0, max_steps=200,
-            max_train_images=512, eval_every=7, eval_subset=64, sample_every=0, sample_per_class=2,
+            epochs=7,
+            batch_size=16,
+            lr=1e-3,
+            lr_decay=0.999,
+            seed=0,
+            max_steps=200,
+            max_train_images=512,
+            eval_every=7,
+            eval_subset=64,
+            sample_every=0,
+            sample_per_class=2,
             eval_batch_size=64,
         ),
     )
@@ -156,8 +170,17 @@ def _cpu() -> RunConfig:
         name="cpu",
         model=ModelConfig(nr_resnet=1, nr_filters=40, nr_logistic_mix=10, dropout=0.5),
         train=TrainConfig(
-            epochs=1000, batch_size=16, lr=2e-4, lr_decay=0.99995, seed=0, max_minutes=60.0,
-            eval_every=2, eval_subset=0, sample_every=10, checkpoint_every=10, eval_batch_size=64,
+            epochs=1000,
+            batch_size=16,
+            lr=2e-4,
+            lr_decay=0.99995,
+            seed=0,
+            max_minutes=60.0,
+            eval_every=2,
+            eval_subset=0,
+            sample_every=10,
+            checkpoint_every=10,
+            eval_batch_size=64,
         ),
     )
 
@@ -167,9 +190,19 @@ def _seed() -> RunConfig:
         name="seed",
         model=ModelConfig(nr_resnet=1, nr_filters=128, nr_logistic_mix=100, dropout=0.5),
         train=TrainConfig(
-            epochs=801, batch_size=32, lr=2e-4, lr_decay=0.99995, lr_switch_epoch=501, lr_after_switch=1e-4,
-            lr_decay_after_switch=0.997, seed=4399, eval_every=25, sample_every=25, checkpoint_every=25,
-            eval_batch_size=128, num_workers=4,
+            epochs=801,
+            batch_size=32,
+            lr=2e-4,
+            lr_decay=0.99995,
+            lr_switch_epoch=501,
+            lr_after_switch=1e-4,
+            lr_decay_after_switch=0.997,
+            seed=4399,
+            eval_every=25,
+            sample_every=25,
+            checkpoint_every=25,
+            eval_batch_size=128,
+            num_workers=-1,
         ),
     )
 

@@ -10,8 +10,9 @@ same distribution. What it does differently, and why:
   the `ul` layer's skip input, and the up-pass outputs are reused as down-pass skips.
 - The down pass's skip `concat_elu(cat(u, ul_skip))` is never built: its 1x1 layer is split into one
   matrix product per part, accumulated in place into the convolution output (biases folded together).
-- Dropout with p = 0.5 draws 64 mask bits per random 64-bit word instead of one generator call per
-  element (the element-wise Bernoulli sampler dominated the step on a CPU). Other rates use `F.dropout`.
+- Dropout with p = 0.5 on a CPU draws 64 mask bits per random 64-bit word instead of one generator call
+  per element (the element-wise Bernoulli sampler dominated the step). GPUs and other rates use
+  `F.dropout`, which is cheap there and which torch.compile fuses.
 - The gate `x + a * sigmoid(b)` is one fused multiply-add.
 
 The model's module names and state dict are untouched: checkpoints, the cached sampler and evaluation
@@ -31,7 +32,7 @@ _BITS = 64
 
 
 def _half_dropout_scale(like: Tensor) -> Tensor:
-    """Dropout with p = 0.5 as a multiplier: independent fair draws of 0 or 2 (= 1/(1-p)), laid out like `like`.
+    """Dropout with p = 0.5 as a multiplier: independent fair draws of 0 or 2 (= 1/(1-p)), shaped like `like`.
 
     Random 64-bit words are split into their bits through a 256-entry table of byte patterns: one generator
     call per 64 elements instead of one per element (the element-wise Bernoulli sampler of `F.dropout` was
@@ -65,9 +66,13 @@ class _Act:
         return self._ce
 
 
-def _conv(layer: ShiftedConv2d, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+def _conv(
+    layer: ShiftedConv2d, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
     weight = layer.wn.weight() if weight is None else weight
-    return F.conv2d(F.pad(x, layer.padding), weight, layer.bias if bias is None else bias, stride=layer.stride)
+    return F.conv2d(
+        F.pad(x, layer.padding), weight, layer.bias if bias is None else bias, stride=layer.stride
+    )
 
 
 def _deconv(layer: ShiftedDeconv2d, x: Tensor) -> Tensor:
@@ -82,7 +87,9 @@ def _plus_nin(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     channels_last = torch.channels_last
     if x.is_contiguous(memory_format=channels_last) and out.is_contiguous(memory_format=channels_last):
         b, o, h, w = out.shape
-        flat = torch.addmm(out.permute(0, 2, 3, 1).reshape(-1, o), x.permute(0, 2, 3, 1).reshape(-1, c), weight.t())
+        flat = torch.addmm(
+            out.permute(0, 2, 3, 1).reshape(-1, o), x.permute(0, 2, 3, 1).reshape(-1, c), weight.t()
+        )
         return flat.view(b, h, w, o).permute(0, 3, 1, 2)
     return out + torch.einsum("oc,bchw->bohw", weight, x)
 
@@ -106,12 +113,16 @@ def _skip_weights(layer: NIN, parts: list[int]) -> list[Tensor]:
     total = sum(parts)
     out, start = [], 0
     for size in parts:
-        out.append(torch.cat([weight[:, start : start + size], weight[:, total + start : total + start + size]], 1))
+        out.append(
+            torch.cat([weight[:, start : start + size], weight[:, total + start : total + start + size]], 1)
+        )
         start += size
     return out
 
 
-def _resnet(layer: GatedResnet, x: _Act, skips: list[_Act], label: LabelContext | None, training: bool) -> _Act:
+def _resnet(
+    layer: GatedResnet, x: _Act, skips: list[_Act], label: LabelContext | None, training: bool
+) -> _Act:
     """GatedResnet.forward with shared concat_elus, split skip products and the fast dropout."""
     if layer.conditioning == "per-layer-input":
         ce_in = F.elu(torch.cat([x.t, -x.t], dim=1) + _signed(layer.label_in(label.one_hot)))
@@ -124,7 +135,7 @@ def _resnet(layer: GatedResnet, x: _Act, skips: list[_Act], label: LabelContext 
             h = _plus_nin(h, part.ce, weight)
     h = F.elu(torch.cat([h, -h], dim=1))
     p = layer.dropout.p
-    if training and p == 0.5:
+    if training and p == 0.5 and h.device.type == "cpu":
         h = h * _half_dropout_scale(h)
     elif training and p > 0:
         h = F.dropout(h, p, training=True)
@@ -158,7 +169,9 @@ class FastForward(nn.Module):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         m = self.model
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != x.shape[-2] or x.shape[-1] % 4:
-            raise ValueError(f"expected square images (B, 3, S, S) with S a multiple of 4, got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected square images (B, 3, S, S) with S a multiple of 4, got {tuple(x.shape)}"
+            )
         training = self.training and m.training
         label = m.label_context(labels, x.shape[0], x.device)
         xin = m.network_input(x, label)

@@ -100,8 +100,11 @@ def _fused_forward(x: Tensor, params: Tensor) -> tuple[Tensor, tuple[Tensor, ...
     coeff = torch.tanh(raw_coeff)
     xr, xg = xs[..., 0, :], xs[..., 1, :]
     mu = torch.stack(
-        [mean[..., 0, :], mean[..., 1, :] + coeff[..., 0, :] * xr,
-         mean[..., 2, :] + coeff[..., 1, :] * xr + coeff[..., 2, :] * xg],
+        [
+            mean[..., 0, :],
+            mean[..., 1, :] + coeff[..., 0, :] * xr,
+            mean[..., 2, :] + coeff[..., 1, :] * xr + coeff[..., 2, :] * xg,
+        ],
         dim=-2,
     )
     inv_scale = torch.exp(-log_scale)

@@ -497,8 +497,10 @@ def run_pipeline(
         from pcnn.report import install_hint, latexmk_available
 
         if not latexmk_available():
-            raise PipelineError(f"latexmk/pdflatex not found (needed for the report): {install_hint()}; "
-                                "or skip the report with --no-report")
+            raise PipelineError(
+                f"latexmk/pdflatex not found (needed for the report): {install_hint()}; "
+                "or skip the report with --no-report"
+            )
     _check_kernel()
     # OpenMP threads that spin while waiting slow torch down several-fold on a shared (oversubscribed)
     # CPU; passive waiting costs little when the machine is idle. The kernels inherit this environment.
@@ -574,6 +576,8 @@ def _parse_sizes(items: list[str]) -> dict[str, Any]:
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
     """Handler of `pcnn pipeline`; exit 0, 1 when a notebook or the report failed."""
+    from pcnn.report import ReportError
+
     try:
         sizes = _parse_sizes(args.size or [])
         if args.publish_only:
@@ -592,7 +596,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         )
         if args.publish:
             print(f"published to {publish(args.profile, args.build_dir)}")
-    except (PipelineError, ValueError, argparse.ArgumentTypeError) as exc:
+    except (PipelineError, ReportError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary["seconds"], indent=2))

@@ -283,8 +283,8 @@ def reliability_figure(bins: Mapping[str, Any], ece: float, title: str = "Calibr
     c = colors(2)
     ax.bar(centres[ok], acc[ok], width=np.diff(edges)[ok] * 0.9, color=c[0], label="accuracy in bin")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfect calibration")
-    for x, y, n in zip(centres[ok], acc[ok], counts[ok]):
-        ax.text(x, min(y + 0.02, 0.97), f"{int(n)}", ha="center", fontsize=5.5)
+    for x, y, n in zip(centres[ok], acc[ok], counts[ok]):  # the count inside the bar's foot
+        ax.text(x, 0.02, f"{int(n)}", ha="center", fontsize=5.5, color="white" if y > 0.1 else "black")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (max posterior)")
@@ -302,7 +302,7 @@ def accuracy_vs_fraction_figure(
     frac = 100 * np.asarray(curve["fractions"], dtype=float)
     acc = 100 * np.asarray(curve["accuracy"], dtype=float)
     c = colors(1)[0]
-    ax.plot(frac, acc, color=c, lw=1.3, label="Bayes rule on the first pixels")
+    ax.plot(frac, acc, color=c, lw=1.3, label="accuracy")
     if curve.get("ci_low") is not None:
         ax.fill_between(
             frac,
@@ -319,7 +319,7 @@ def accuracy_vs_fraction_figure(
     ax.set_xlabel("image seen, raster order (% of pixels)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{title} ({curve['n']} validation images)")
-    ax.legend(frameon=False, loc="lower right")
+    ax.legend(frameon=False, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     return fig
 
 
@@ -405,7 +405,7 @@ def ablation_figure(rows: Sequence[Mapping[str, Any]], title: str = "Conditionin
     c = colors(2)
     for i, r in enumerate(rows):
         if r.get("val_accuracy") is None:
-            ax_acc.text(1, i, "n/a (no classifier)", va="center", fontsize=6.5, color="grey")
+            ax_acc.text(2, i, "n/a (no classifier)", va="center", fontsize=6.5, color="grey")
             continue
         acc = 100 * r["val_accuracy"]
         lo, hi = (100 * v for v in r["val_accuracy_ci"])
@@ -413,13 +413,13 @@ def ablation_figure(rows: Sequence[Mapping[str, Any]], title: str = "Conditionin
     ax_acc.axvline(25, color="grey", ls=":", lw=0.8)
     ax_acc.set_yticks(y, names)
     ax_acc.set_xlim(0, 100)
-    ax_acc.invert_yaxis()
+    ax_acc.set_ylim(len(names) - 0.4, -0.6)
     ax_acc.set_xlabel("validation accuracy (%), 95% interval")
     ax_acc.set_title("Classification")
     bpd = [r.get("val_bpd") if r.get("val_bpd") is not None else math.nan for r in rows]
     ax_bpd.barh(y, bpd, color=c[1])
     ax_bpd.set_yticks(y, [""] * len(names))
-    ax_bpd.invert_yaxis()
+    ax_bpd.set_ylim(len(names) - 0.4, -0.6)
     finite = [v for v in bpd if math.isfinite(v)]
     if finite:
         low, high = min(finite), max(finite)

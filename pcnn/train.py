@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import sys
 import time
@@ -46,14 +47,12 @@ from pcnn.model import build_model
 from pcnn.runrecord import RunRecord, provenance, read_metrics
 from pcnn.train_data import (
     AugmentedView,
+    BatchKeys,
     IndexedSplit,
-    epoch_order,
     focus_weights,
     holdout_split,
     parse_classes,
     passthrough,
-    rank_batches,
-    sample_seed,
     subset_indices,
 )
 
@@ -119,6 +118,16 @@ def training_module(model: nn.Module, train_config: TrainConfig) -> nn.Module:
     if train_config.fast_path == "off":
         return inner
     return FastForward(inner, channels_last=train_config.channels_last != "off")
+
+
+def resolve_workers(train_config: TrainConfig, device: torch.device) -> int:
+    """DataLoader worker processes: `num_workers` if set (>= 0); auto (-1) is 0 on a CPU, whose cores are
+    busy training, and up to 8 on a GPU machine, so that augmentation keeps up with the GPU."""
+    if train_config.num_workers >= 0:
+        return train_config.num_workers
+    if device.type == "cpu":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def lr_at(train_config: TrainConfig, epoch: int) -> float:
@@ -217,9 +226,9 @@ class TrainStep:
             loss, bpd = self.objective(x, labels)
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        summary = distributed.mean_across(torch.stack([loss.detach(), bpd.detach()]).float(), self.dist)
-        loss_value, bpd_value, norm_value = (*summary.tolist(), float(norm))
+        norm = torch.nn.utils.get_total_norm(grads)  # equal on every process: gradients are averaged
+        summary = torch.stack([loss.detach().float(), bpd.detach().float(), norm.float()])
+        loss_value, bpd_value, norm_value = distributed.mean_across(summary, self.dist).tolist()  # one sync
         self.bits_per_dim = bpd_value
         self.skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
         if self.skipped:
@@ -395,7 +404,9 @@ class _Trainer:
         self.wrapped: nn.Module = self.model
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = nn.parallel.DistributedDataParallel(training_module(self.model, tc), device_ids=ids)
+            self.wrapped = nn.parallel.DistributedDataParallel(
+                training_module(self.model, tc), device_ids=ids
+            )
         self.step_fn = make_train_step(self.wrapped, self.optimizer, tc, ema=self.ema, dist_info=self.info)
         if self.info.rank:  # each process drops out different units
             torch.manual_seed(tc.seed + 7919 * self.info.rank)
@@ -517,6 +528,7 @@ class _Trainer:
             self._restore(state)
             resuming = True
             if self._finished():
+                self.metrics = read_metrics(self.run_dir) if self.record is not None else []
                 _say(
                     f"{self.run_dir}: the run is already finished (epoch {self.state.epoch}, step "
                     f"{self.state.step}); nothing to do",
@@ -584,30 +596,40 @@ class _Trainer:
             reason = "callback"
         return distributed.broadcast(reason, self.info)
 
-    def _loader(self, keys: list[list[tuple[int, int]]]) -> DataLoader:
+    def _loader(self) -> DataLoader:
+        """One loader for the whole session, starting at the resumed position."""
+        tc, s = self.tc, self.state
+        self.keys = BatchKeys(
+            self.train_indices,
+            batch_size=tc.batch_size,
+            seed=tc.seed,
+            epochs=tc.epochs,
+            start_epoch=s.epoch,
+            start_batch=s.batch,
+            weights=self.weights,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+        )
+        workers = resolve_workers(tc, self.device)
         return DataLoader(
             self.train_view,
-            batch_sampler=keys,
-            num_workers=self.tc.num_workers,
+            batch_sampler=self.keys,
+            num_workers=workers,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.tc.seed),
+            prefetch_factor=4 if workers else None,
+            generator=torch.Generator().manual_seed(tc.seed),
         )
 
     def _loop(self) -> str:
         tc, s = self.tc, self.state
-        world = self.info.world_size
+        batches = iter(self._loader())
+        per_epoch = self.keys.batches_per_epoch
         while s.epoch < tc.epochs:
             lr = lr_at(tc, s.epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            order = epoch_order(len(self.train_indices), s.epoch, tc.seed, self.weights)
-            batches = rank_batches(len(order), tc.batch_size, self.info.rank, world)
-            keys = [
-                [(int(self.train_indices[order[p]]), sample_seed(tc.seed, s.epoch, p)) for p in batch]
-                for batch in batches[s.batch :]
-            ]
             bar = tqdm(
-                total=len(batches),
+                total=per_epoch,
                 initial=s.batch,
                 desc=f"epoch {s.epoch + 1}/{tc.epochs}",
                 unit="batch",
@@ -618,7 +640,8 @@ class _Trainer:
             epoch_bpd, epoch_steps, epoch_images, epoch_start = 0.0, 0, 0, time.monotonic()
             reason = None
             tick = time.monotonic()
-            for x, labels in self._loader(keys):
+            while s.batch < per_epoch and reason is None:
+                x, labels = next(batches)
                 loss = self.step_fn(x, labels)
                 s.batch += 1
                 if self.step_fn.skipped:
@@ -644,10 +667,8 @@ class _Trainer:
                     img_s=f"{epoch_images / max(now - epoch_start, 1e-9):.1f}",
                 )
                 reason = self._stop_reason(loss)
-                if reason:
-                    break
             bar.close()
-            if s.batch >= len(batches):
+            if s.batch >= per_epoch:
                 s.epoch += 1
                 s.batch = 0
                 if s.epoch >= tc.epochs and reason is None:

@@ -1,4 +1,4 @@
-"""`pcnn train` and `pcnn finetune`: resolve a config from a profile (or a checkpoint) and overrides, then train.
+"""`pcnn train` and `pcnn finetune`: resolve a config from a profile or a checkpoint, plus overrides; train.
 
 Exit codes: 0 for a finished, stopped-on-budget or already-finished run; 1 when the loss diverged (the
 last good checkpoint is kept); 2 for bad arguments, data or checkpoints.
@@ -49,6 +49,9 @@ def _run(config: RunConfig, args: argparse.Namespace, run_dir: Path) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
+    if args.resume and args.run_dir is None:
+        print("error: --resume needs the --run-dir of the run to continue", file=sys.stderr)
+        return 2
     try:
         result = train(
             config,
@@ -105,7 +108,9 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=None, help="data root (default: $PCNN_DATA_DIR, else synthetic)")
+    parser.add_argument(
+        "--data-dir", default=None, help="data root (default: $PCNN_DATA_DIR, else synthetic)"
+    )
     parser.add_argument("--run-dir", default=None, help="run folder (default: runs/<name>-<timestamp>)")
     parser.add_argument(
         "--resume",
@@ -136,11 +141,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train PixelCNN++G from a profile (smoke, cpu, seed) with optional overrides",
         description=(
-            "Train a model and write a run folder: config.json, provenance.json, metrics.jsonl (one line per "
-            "evaluation), train_loss.csv (every step), checkpoints/{last,best,epoch_XXXX}.pt and sample grids. "
-            "Profiles: smoke (about a minute on a CPU), cpu (the 60-minute reduced model), seed (the original "
-            "report's GPU run). --resume continues exactly where the last checkpoint left off; with --resume "
-            "and no --profile the run folder's own config.json is used."
+            "Train a model and write a run folder: config.json, provenance.json, metrics.jsonl (one line "
+            "per evaluation), train_loss.csv (every step), checkpoints/{last,best,epoch_XXXX}.pt and sample "
+            "grids. Profiles: smoke (about a minute on a CPU), cpu (the 60-minute reduced model), seed (the "
+            "original report's GPU run). --resume continues exactly where the last checkpoint left off; with "
+            "--resume and no --profile the run folder's own config.json is used."
         ),
     )
     parser.add_argument(
@@ -153,10 +158,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune a checkpoint: lower lr, extra augmentation, optional class focus and holdout",
         description=(
-            "Fine-tune the model of a checkpoint with a fresh optimiser at a tenth of its last learning rate, "
-            "colour jitter and random crops, optionally drawing chosen classes with a fixed share of each "
-            "epoch and selecting/early-stopping on a holdout carved from the training split (never on the "
-            "validation split). Writes an ordinary run folder."
+            "Fine-tune the model of a checkpoint with a fresh optimiser at a tenth of its last learning "
+            "rate, colour jitter and random crops, optionally drawing chosen classes with a fixed share of "
+            "each epoch and selecting/early-stopping on a holdout carved from the training split (never on "
+            "the validation split). Writes an ordinary run folder."
         ),
     )
     tune.add_argument("--checkpoint", default=None, help="checkpoint to start from (a .pt of `pcnn train`)")

@@ -11,7 +11,7 @@ global random state, of the number of loader workers or of the number of process
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,46 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     """The augmentation seed of the image at `position` of `epoch` (a 63-bit integer)."""
     state = np.random.SeedSequence([seed, _AUGMENT_STREAM, epoch, position])
     return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class BatchKeys:
+    """The batch sampler of one training session: the keys `(image index, augmentation seed)` of every
+    remaining batch of every remaining epoch, for one process of `world_size`.
+
+    One DataLoader iterates it for the whole session, so loader workers start once and keep prefetching
+    across epoch boundaries; `start_epoch` and `start_batch` resume in the middle of an epoch.
+    """
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        *,
+        batch_size: int,
+        seed: int,
+        epochs: int,
+        start_epoch: int = 0,
+        start_batch: int = 0,
+        weights: np.ndarray | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.indices = np.asarray(indices)
+        self.batch_size, self.seed, self.epochs = batch_size, seed, epochs
+        self.start_epoch, self.start_batch = start_epoch, start_batch
+        self.weights, self.rank, self.world_size = weights, rank, world_size
+        self.batches_per_epoch = len(rank_batches(len(self.indices), batch_size, rank, world_size))
+
+    def epoch_keys(self, epoch: int) -> list[list[tuple[int, int]]]:
+        order = epoch_order(len(self.indices), epoch, self.seed, self.weights)
+        return [
+            [(int(self.indices[order[p]]), sample_seed(self.seed, epoch, p)) for p in batch]
+            for batch in rank_batches(len(order), self.batch_size, self.rank, self.world_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for epoch in range(self.start_epoch, self.epochs):
+            first = self.start_batch if epoch == self.start_epoch else 0
+            yield from self.epoch_keys(epoch)[first:]
 
 
 def passthrough(image: torch.Tensor) -> torch.Tensor:

@@ -41,14 +41,26 @@ def test_two_gloo_processes_match_one_process(data_dir: Path, tmp_path: Path) ->
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), config.to_json(), str(data_dir), str(tmp_path / "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        config.to_json(),
+        str(data_dir),
+        str(tmp_path / "ddp"),
+    ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     ddp_run = tmp_path / "ddp"
     ddp_losses, single_losses = read_losses(ddp_run), read_losses(single.run_dir)
-    assert [s for s, _ in ddp_losses] == [s for s, _ in single_losses] == list(range(1, 9))  # rank 0 logs once
+    assert (
+        [s for s, _ in ddp_losses] == [s for s, _ in single_losses] == list(range(1, 9))
+    )  # rank 0 logs once
     torch.testing.assert_close([v for _, v in ddp_losses], [v for _, v in single_losses], rtol=1e-4, atol=0)
     assert [m["epoch"] for m in read_metrics(ddp_run)] == [1, 2]
     sessions = json.loads((ddp_run / "provenance.json").read_text())["sessions"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import pcnn.train
+import pcnn.train_data
 from pcnn.checkpoint import load_checkpoint
 from pcnn.finetune import LR_FACTOR, finetune, finetune_config
 from pcnn.runrecord import read_metrics
@@ -45,7 +45,11 @@ def test_finetune_config_lowers_the_lr_and_adds_augmentation(base_run: Path) -> 
     assert config.train.lr == pytest.approx(lr_at(base, 0) * LR_FACTOR)
     assert config.train.finetune_augment and config.train.lr_switch_epoch == 0
     assert config.train.init_checkpoint == str(checkpoint.resolve())
-    assert (config.train.focus_classes, config.train.focus_share, config.train.holdout_fraction) == ("0,3", 0.9, 0.25)
+    assert (config.train.focus_classes, config.train.focus_share, config.train.holdout_fraction) == (
+        "0,3",
+        0.9,
+        0.25,
+    )
     assert config.train.epochs == 2 and config.model == tiny_config().model
 
 
@@ -56,17 +60,25 @@ def test_finetune_selects_on_the_holdout_and_stops_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen_weights = []
-    original = pcnn.train.epoch_order
+    original = pcnn.train_data.epoch_order
 
     def spy(n, epoch, seed, weights=None):
         seen_weights.append(weights)
         return original(n, epoch, seed, weights)
 
-    monkeypatch.setattr(pcnn.train, "epoch_order", spy)
+    monkeypatch.setattr(pcnn.train_data, "epoch_order", spy)
     checkpoint = base_run / "checkpoints" / "last.pt"
     start = load_checkpoint(checkpoint)["model"]
-    result = finetune(checkpoint, run_dir=tmp_path / "ft", overrides=["train.epochs=8"], classes="1",
-                      holdout=0.25, patience=1, data_dir=data_dir, progress=False)
+    result = finetune(
+        checkpoint,
+        run_dir=tmp_path / "ft",
+        overrides=["train.epochs=8"],
+        classes="1",
+        holdout=0.25,
+        patience=1,
+        data_dir=data_dir,
+        progress=False,
+    )
     assert result.status == "early_stop" and result.epochs_completed < 8
     metrics = read_metrics(result.run_dir)
     assert all(m["holdout_accuracy"] is not None and m["val_accuracy"] is not None for m in metrics)
@@ -84,8 +96,22 @@ def test_finetune_cli(base_run: Path, data_dir: Path, tmp_path: Path) -> None:  
     add_train_parser(parser.add_subparsers())
     checkpoint = str(base_run / "checkpoints" / "last.pt")
     run = tmp_path / "ft"
-    argv = ["finetune", "--checkpoint", checkpoint, "--classes", "0,3", "--class-share", "0.8", "--data-dir",
-            str(data_dir), "--run-dir", str(run), "--set", "train.epochs=1", "--no-progress"]
+    argv = [
+        "finetune",
+        "--checkpoint",
+        checkpoint,
+        "--classes",
+        "0,3",
+        "--class-share",
+        "0.8",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run),
+        "--set",
+        "train.epochs=1",
+        "--no-progress",
+    ]
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     assert read_metrics(run)[-1]["epoch"] == 1

@@ -50,9 +50,22 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(**train: object) -> RunConfig:
     """8x8 images, 8 filters, 3 mixtures; 32 training images in batches of 4 = 8 steps per epoch."""
     settings: dict[str, object] = dict(
-        epochs=3, batch_size=4, lr=2e-3, lr_decay=0.9, lr_switch_epoch=2, lr_after_switch=1e-3,
-        lr_decay_after_switch=0.5, seed=3, eval_every=1, eval_batch_size=16, polyak=True, polyak_decay=0.9,
-        sample_every=0, checkpoint_every=0, compile="off", precision="fp32",
+        epochs=3,
+        batch_size=4,
+        lr=2e-3,
+        lr_decay=0.9,
+        lr_switch_epoch=2,
+        lr_after_switch=1e-3,
+        lr_decay_after_switch=0.5,
+        seed=3,
+        eval_every=1,
+        eval_batch_size=16,
+        polyak=True,
+        polyak_decay=0.9,
+        sample_every=0,
+        checkpoint_every=0,
+        compile="off",
+        precision="fp32",
     )
     settings.update(train)
     return RunConfig(
@@ -67,15 +80,20 @@ def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One uninterrupted run that the resume tests compare against."""
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    result = train(tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1), data_dir=data_dir,
-                   run_dir=run_dir, progress=False)
+    result = train(
+        tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1),
+        data_dir=data_dir,
+        run_dir=run_dir,
+        progress=False,
+    )
     return result
 
 
 # ------------------------------------------------------------------------------------------ pure parts
 def test_lr_schedule_decays_per_epoch_and_switches() -> None:
-    tc = TrainConfig(lr=2e-4, lr_decay=0.99995, lr_switch_epoch=501, lr_after_switch=1e-4,
-                     lr_decay_after_switch=0.997)
+    tc = TrainConfig(
+        lr=2e-4, lr_decay=0.99995, lr_switch_epoch=501, lr_after_switch=1e-4, lr_decay_after_switch=0.997
+    )
     assert lr_at(tc, 0) == 2e-4
     assert lr_at(tc, 500) == pytest.approx(2e-4 * 0.99995**500)  # epoch 501, the last before the switch
     assert lr_at(tc, 501) == 1e-4  # epoch 502
@@ -86,8 +104,17 @@ def test_lr_schedule_decays_per_epoch_and_switches() -> None:
 def test_seed_profile_is_the_original_configuration() -> None:
     seed = profile("seed")
     assert (seed.model.nr_filters, seed.model.nr_logistic_mix, seed.model.nr_resnet) == (128, 100, 1)
-    assert (seed.train.batch_size, seed.train.lr, seed.train.seed, seed.train.lr_switch_epoch) == (32, 2e-4, 4399, 501)
-    assert seed.train.epochs == 801 and seed.train.lr_decay == 0.99995 and seed.train.lr_decay_after_switch == 0.997
+    assert (seed.train.batch_size, seed.train.lr, seed.train.seed, seed.train.lr_switch_epoch) == (
+        32,
+        2e-4,
+        4399,
+        501,
+    )
+    assert (
+        seed.train.epochs == 801
+        and seed.train.lr_decay == 0.99995
+        and seed.train.lr_decay_after_switch == 0.997
+    )
     assert profile("cpu").train.max_minutes == 60
     config = apply_overrides(profile("smoke"), ["train.epochs=3", "model.nr_filters=64", "train.polyak=true"])
     assert (config.train.epochs, config.model.nr_filters, config.train.polyak) == (3, 64, True)
@@ -176,17 +203,30 @@ def test_run_folder_records_everything(reference) -> None:
     assert [s for s, _ in losses] == list(range(1, 25)) and all(math.isfinite(v) for _, v in losses)
     metrics = read_metrics(run)
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
-    for key in ("step", "train_bits_per_dim", "val_bits_per_dim", "val_accuracy", "val_f1", "lr", "images_per_s",
-                "wall_time_s"):
+    for key in (
+        "step",
+        "train_bits_per_dim",
+        "val_bits_per_dim",
+        "val_accuracy",
+        "val_f1",
+        "lr",
+        "images_per_s",
+        "wall_time_s",
+    ):
         assert metrics[-1][key] is not None, key
     assert [m["lr"] for m in metrics] == pytest.approx([2e-3, 2e-3 * 0.9, 1e-3])
-    assert (run / "checkpoints" / "epoch_0002.pt").is_file() and (run / "samples" / "epoch_0002.png").is_file()
+    assert (run / "checkpoints" / "epoch_0002.pt").is_file() and (
+        run / "samples" / "epoch_0002.png"
+    ).is_file()
     state = load_checkpoint(reference.last_checkpoint)
     assert state["ema"] is not None and state["progress"]["step"] == 24
     best = load_model(reference.best_checkpoint)  # EMA weights by default
     assert best.config.nr_filters == 8
-    assert not any(torch.equal(a, b) for a, b in zip(state["ema"].values(), state["model"].values())
-                   if a.dtype.is_floating_point and a.numel() > 4)
+    assert not any(
+        torch.equal(a, b)
+        for a, b in zip(state["ema"].values(), state["model"].values())
+        if a.dtype.is_floating_point and a.numel() > 4
+    )
 
 
 # -------------------------------------------------------------------------------------- exact resume
@@ -213,17 +253,25 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
     assert [{k: m[k] for k in keys} for m in read_metrics(resumed)] == [
         {k: m[k] for k in keys} for m in read_metrics(reference)
     ]
-    a, b = load_checkpoint(resumed / "checkpoints/last.pt"), load_checkpoint(reference / "checkpoints/last.pt")
+    a, b = (
+        load_checkpoint(resumed / "checkpoints/last.pt"),
+        load_checkpoint(reference / "checkpoints/last.pt"),
+    )
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
 
 
-def test_resume_after_sigkill_repeats_the_uninterrupted_run(reference, data_dir: Path, tmp_path: Path) -> None:
+def test_resume_after_sigkill_repeats_the_uninterrupted_run(
+    reference, data_dir: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     config = tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", KILLER, config.to_json(), str(data_dir), str(run), "13"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     # killed in epoch 2 at step 13: the log ran ahead of the last checkpoint (end of epoch 1, step 8)
@@ -237,7 +285,9 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(reference, data_dir:
 def test_resume_after_a_clean_mid_epoch_stop(reference, data_dir: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     config = tiny_config(checkpoint_every=2, sample_every=2, sample_per_class=1)
-    first = train(config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 5)
+    first = train(
+        config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 5
+    )
     assert first.status == "callback" and first.step == 5
     assert load_checkpoint(run / "checkpoints/last.pt")["progress"]["batch"] == 5
     result = train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
@@ -253,11 +303,23 @@ def test_session_budget_stops_cleanly_and_resume_without_checkpoint_starts_fresh
     data_dir: Path, tmp_path: Path, capsys
 ) -> None:
     run = tmp_path / "run"
-    result = train(tiny_config(epochs=50), data_dir=data_dir, run_dir=run, progress=False, resume=True,
-                   max_minutes=1e-9)
+    result = train(
+        tiny_config(epochs=50, tensorboard=True),
+        data_dir=data_dir,
+        run_dir=run,
+        progress=False,
+        resume=True,
+        max_minutes=1e-9,
+    )
     out = capsys.readouterr().out
     assert "starting a fresh run" in out and result.status == "session_budget" and result.step == 1
     assert load_checkpoint(result.last_checkpoint)["progress"]["stop_reason"] == "session_budget"
+    try:  # TensorBoard events are optional: written when the package is there, skipped with a note if not
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert "tensorboard package is not installed" in out
+    else:
+        assert any((run / "tensorboard").iterdir())
 
 
 # --------------------------------------------------------------------------------------- guard rails
@@ -292,16 +354,39 @@ def _cli(argv: list[str]) -> int:
 
 def test_cli_trains_with_overrides_and_resumes_a_finished_run(data_dir: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "cli"
-    sets = ["model.image_size=8", "model.nr_filters=8", "model.nr_logistic_mix=3", "train.epochs=1",
-            "train.max_train_images=16", "train.batch_size=8", "train.eval_subset=8", "train.compile=off"]
-    argv = ["train", "--profile", "smoke", "--data-dir", str(data_dir), "--run-dir", str(run), "--no-progress"]
+    sets = [
+        "model.image_size=8",
+        "model.nr_filters=8",
+        "model.nr_logistic_mix=3",
+        "train.epochs=1",
+        "train.max_train_images=16",
+        "train.batch_size=8",
+        "train.eval_subset=8",
+        "train.compile=off",
+    ]
+    argv = [
+        "train",
+        "--profile",
+        "smoke",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run),
+        "--no-progress",
+    ]
     for item in sets:
         argv += ["--set", item]
     assert _cli(argv) == 0
-    assert len(read_losses(run)) == 2 and json.loads((run / "config.json").read_text())["model"]["nr_filters"] == 8
+    assert (
+        len(read_losses(run)) == 2
+        and json.loads((run / "config.json").read_text())["model"]["nr_filters"] == 8
+    )
     capsys.readouterr()
-    assert _cli(["train", "--run-dir", str(run), "--data-dir", str(data_dir), "--resume", "--no-progress"]) == 0
+    assert (
+        _cli(["train", "--run-dir", str(run), "--data-dir", str(data_dir), "--resume", "--no-progress"]) == 0
+    )
     assert "already finished" in capsys.readouterr().out
     assert _cli(argv[:3] + ["--print-config", "--set", "train.epochs=7"]) == 0
     assert json.loads(capsys.readouterr().out)["train"]["epochs"] == 7
     assert _cli(["train", "--set", "train.nonsense=1", "--print-config"]) == 2
+    assert _cli(["train", "--resume", "--data-dir", str(data_dir)]) == 2  # which run?
