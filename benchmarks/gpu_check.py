@@ -69,7 +69,9 @@ def _sample_timed(model, labels: torch.Tensor, seed: int, device: torch.device) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="auto")
@@ -96,8 +98,12 @@ def main() -> None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
     ref_overrides = [
-        f"train.num_workers={args.workers}", "train.eval_every=5", "train.sample_every=0",
-        "train.checkpoint_every=0", "train.compile=off", *args.set,
+        f"train.num_workers={args.workers}",
+        "train.eval_every=5",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.compile=off",
+        *args.set,
     ]
     summary["reference"] = _train("cpu", ref_overrides, args.ref_minutes, args.data_dir, work, device)
     save()
@@ -127,8 +133,12 @@ def main() -> None:
     save()
 
     seed_overrides = [
-        f"train.num_workers={args.workers}", "train.eval_every=1", "train.eval_subset=256",
-        "train.sample_every=0", "train.checkpoint_every=0", "train.epochs=3",
+        f"train.num_workers={args.workers}",
+        "train.eval_every=1",
+        "train.eval_subset=256",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.epochs=3",
     ]
     summary["seed_smoke"] = _train("seed", seed_overrides, args.seed_minutes, args.data_dir, work, device)
     save()

@@ -64,9 +64,7 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu", weights: str = "auto"
-) -> PixelCNNPP:
+def load_model(path: str | Path, device: str | torch.device = "cpu", weights: str = "auto") -> PixelCNNPP:
     """Rebuild the model from a checkpoint file alone, in eval mode.
 
     `weights`: "auto" uses the Polyak-averaged (EMA) weights when the checkpoint has them, "ema" requires

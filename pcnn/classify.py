@@ -20,7 +20,7 @@ def _require_conditional(model: PixelCNNPP) -> None:
 
 
 def class_log_prob_per_pixel(model: PixelCNNPP, x: Tensor, chunk: int = 256) -> Tensor:
-    """log p(x_ij | x_<ij, y) for every class: (B, K, H, W), over (image, class) pairs in chunks of `chunk`."""
+    """log p(x_ij | x_<ij, y) for every class: (B, K, H, W), over (image, class) pairs, `chunk` at a time."""
     _require_conditional(model)
     inner = getattr(model, "_orig_mod", model)
     k = inner.config.num_classes

@@ -160,7 +160,7 @@ def _smoke() -> RunConfig:
             eval_subset=64,
             sample_every=0,
             sample_per_class=2,
-            eval_batch_size=64,
+            eval_batch_size=16,
         ),
     )
 
@@ -176,11 +176,11 @@ def _cpu() -> RunConfig:
             lr_decay=0.99995,
             seed=0,
             max_minutes=60.0,
-            eval_every=2,
+            eval_every=3,
             eval_subset=0,
             sample_every=10,
             checkpoint_every=10,
-            eval_batch_size=64,
+            eval_batch_size=16,
         ),
     )
 
@@ -203,6 +203,7 @@ def _seed() -> RunConfig:
             checkpoint_every=25,
             eval_batch_size=128,
             num_workers=-1,
+            last_checkpoint_minutes=5.0,
         ),
     )
 

@@ -28,7 +28,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scores = score_split(
-        model, dataset, batch_size=args.batch_size, device=device, tta=args.tta, prior=prior, subset=args.subset
+        model,
+        dataset,
+        batch_size=args.batch_size,
+        device=device,
+        tta=args.tta,
+        prior=prior,
+        subset=args.subset,
     )
     paths = write_outputs(scores, args.out, args.split)
     metrics = scores.metrics()
@@ -60,6 +66,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prior", choices=["uniform", "train"], default="uniform", help="class prior for Bayes' rule"
     )
-    parser.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto", help="EMA or raw weights")
+    parser.add_argument(
+        "--weights", choices=["auto", "ema", "raw"], default="auto", help="EMA or raw weights"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.set_defaults(func=run_evaluate)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcnn.config import ModelConfig
 from pcnn.layers import NIN, GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d
 from pcnn.model import NUM_SCALES, PixelCNNPP
 
@@ -165,6 +166,11 @@ class FastForward(nn.Module):
         super().__init__()
         self.model = model
         self.channels_last = channels_last
+
+    @property
+    def config(self) -> ModelConfig:
+        """The wrapped model's config, so that classification and evaluation code can take either."""
+        return self.model.config
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         m = self.model

@@ -73,7 +73,9 @@ class ShiftedConv2d(nn.Module):
         return F.conv2d(F.pad(x, self.padding), self.wn.weight(), self.bias, stride=self.stride)
 
 
-def down_shifted_conv(cin: int, cout: int, kernel: tuple[int, int] = (2, 3), stride: int = 1) -> ShiftedConv2d:
+def down_shifted_conv(
+    cin: int, cout: int, kernel: tuple[int, int] = (2, 3), stride: int = 1
+) -> ShiftedConv2d:
     """A convolution whose output at (i, j) sees input rows i-kh+1..i and the columns centred on j."""
     kh, kw = kernel
     return ShiftedConv2d(cin, cout, kernel, ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0), stride)
@@ -157,9 +159,7 @@ class GatedResnet(nn.Module):
             if hasattr(self, name):
                 nn.init.normal_(getattr(self, name).weight, std=0.01)
 
-    def forward(
-        self, x: Tensor, skip: Tensor | None = None, label: LabelContext | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor | None = None, label: LabelContext | None = None) -> Tensor:
         h_in = x
         if self.conditioning == "per-layer-input":
             h_in = x + self.label_in(label.one_hot)[:, :, None, None]
@@ -188,7 +188,9 @@ class GatedResnet(nn.Module):
 class LabelContext:
     """What every layer needs to know about the batch's labels, computed once per forward pass."""
 
-    def __init__(self, one_hot: Tensor, shared: Tensor | None = None, spatial: dict[int, Tensor] | None = None):
+    def __init__(
+        self, one_hot: Tensor, shared: Tensor | None = None, spatial: dict[int, Tensor] | None = None
+    ):
         self.one_hot = one_hot
         self.shared = shared
         self.spatial = spatial or {}

@@ -43,7 +43,7 @@ def bootstrap_accuracy_ci(
 def reliability(
     labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """Expected calibration error of the top-class confidence, and the per-bin data of a reliability diagram."""
+    """Expected calibration error of the top-class confidence, and the bins of a reliability diagram."""
     probabilities = np.asarray(probabilities, dtype=float)
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == np.asarray(labels)).astype(float)

@@ -50,13 +50,17 @@ class PixelCNNPP(nn.Module):
         self.up_ul = nn.ModuleList(
             [nn.ModuleList([resnet(ul_conv, f) for _ in range(nr)]) for _ in range(NUM_SCALES)]
         )
-        self.downsize_u = nn.ModuleList([down_shifted_conv(f, f, (2, 3), stride=2) for _ in range(NUM_SCALES - 1)])
+        self.downsize_u = nn.ModuleList(
+            [down_shifted_conv(f, f, (2, 3), stride=2) for _ in range(NUM_SCALES - 1)]
+        )
         self.downsize_ul = nn.ModuleList(
             [down_right_shifted_conv(f, f, (2, 2), stride=2) for _ in range(NUM_SCALES - 1)]
         )
 
         down_depths = [nr] + [nr + 1] * (NUM_SCALES - 1)
-        self.down_u = nn.ModuleList([nn.ModuleList([resnet(u_conv, f) for _ in range(n)]) for n in down_depths])
+        self.down_u = nn.ModuleList(
+            [nn.ModuleList([resnet(u_conv, f) for _ in range(n)]) for n in down_depths]
+        )
         self.down_ul = nn.ModuleList(
             [nn.ModuleList([resnet(ul_conv, 2 * f) for _ in range(n)]) for n in down_depths]
         )
@@ -108,7 +112,9 @@ class PixelCNNPP(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         if x.shape[-1] != x.shape[-2] or x.shape[-1] % 4:
-            raise ValueError(f"images must be square with a side that is a multiple of 4, got {tuple(x.shape)}")
+            raise ValueError(
+                f"images must be square with a side that is a multiple of 4, got {tuple(x.shape)}"
+            )
         label = self.label_context(labels, x.shape[0], x.device)
         xin = self.network_input(x, label)
 

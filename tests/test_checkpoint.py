@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
     model = tiny_model()
     path = _save(model, tmp_path / "c.pt")
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.PicklingError):
         save_checkpoint(path, {"model_config": {}, "model": model_state(model), "bad": lambda: 0})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]

@@ -44,7 +44,9 @@ def test_prefix_is_independent_of_later_pixels(model) -> None:
     x2 = x.clone()
     x2[:, :, 5:, :] = -x2[:, :, 5:, :]
     t = 5 * 8
-    torch.testing.assert_close(prefix_class_log_likelihoods(model, x, t), prefix_class_log_likelihoods(model, x2, t))
+    torch.testing.assert_close(
+        prefix_class_log_likelihoods(model, x, t), prefix_class_log_likelihoods(model, x2, t)
+    )
 
 
 def test_empty_prefix_gives_the_prior(model) -> None:

@@ -43,8 +43,12 @@ def reference_log_prob(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
             hi, lo = (x[:, c] - mean + 1 / 255) / s, (x[:, c] - mean - 1 / 255) / s
             # difference of CDFs, taken on the side of the mean where both terms are small (float64 is
             # exact there; 1 - 1e-30 would round to 1)
-            mid = torch.where(lo > 0, torch.sigmoid(-lo) - torch.sigmoid(-hi), torch.sigmoid(hi) - torch.sigmoid(lo))
-            p = torch.where(x[:, c] < -0.999, torch.sigmoid(hi), torch.where(x[:, c] > 0.999, torch.sigmoid(-lo), mid))
+            mid = torch.where(
+                lo > 0, torch.sigmoid(-lo) - torch.sigmoid(-hi), torch.sigmoid(hi) - torch.sigmoid(lo)
+            )
+            p = torch.where(
+                x[:, c] < -0.999, torch.sigmoid(hi), torch.where(x[:, c] > 0.999, torch.sigmoid(-lo), mid)
+            )
             prob = prob * p
         total[:, k] = torch.log(prob)
     return torch.logsumexp(total + torch.log_softmax(logits, dim=1), dim=1)

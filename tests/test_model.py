@@ -37,7 +37,9 @@ def test_causality(conditioning: str) -> None:
         later = (raster >= pos).expand(3, size, size)
         assert torch.all(grad[later] == 0), f"{conditioning}: output {divmod(pos, size)} sees itself or later"
         if pos:
-            assert grad[~later].abs().sum() > 0, f"{conditioning}: output {divmod(pos, size)} sees no earlier pixel"
+            assert grad[~later].abs().sum() > 0, (
+                f"{conditioning}: output {divmod(pos, size)} sees no earlier pixel"
+            )
 
 
 @pytest.mark.parametrize("conditioning", [c for c in CONDITIONING_VARIANTS if c != "none"])
