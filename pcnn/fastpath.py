@@ -9,7 +9,8 @@ same distribution. What it does differently, and why:
 - Each concat_elu is computed once per tensor and shared: a `u` output feeds both the next `u` layer and
   the `ul` layer's skip input, and the up-pass outputs are reused as down-pass skips.
 - The down pass's skip `concat_elu(cat(u, ul_skip))` is never built: its 1x1 layer is split into one
-  matrix product per part, accumulated in place into the convolution output (biases folded together).
+  matrix product per part, each added to the convolution output inside the product (`addmm`), with the
+  two biases folded into the convolution's.
 - Dropout with p = 0.5 on a CPU draws 64 mask bits per random 64-bit word instead of one generator call
   per element (the element-wise Bernoulli sampler dominated the step). GPUs and other rates use
   `F.dropout`, which is cheap there and which torch.compile fuses.
@@ -35,9 +36,9 @@ _BITS = 64
 def _half_dropout_scale(like: Tensor) -> Tensor:
     """Dropout with p = 0.5 as a multiplier: independent fair draws of 0 or 2 (= 1/(1-p)), shaped like `like`.
 
-    Random 64-bit words are split into their bits through a 256-entry table of byte patterns: one generator
-    call per 64 elements instead of one per element (the element-wise Bernoulli sampler of `F.dropout` was
-    one of the costliest operations of a CPU step), and the multiplier comes out in `like`'s dtype directly.
+    Random 64-bit words are split into their bits through a 256-entry table of byte patterns, so the
+    generator runs once per 64 elements, and the multiplier comes out in `like`'s dtype directly (mixed
+    dtype element-wise operations are many times slower than same-dtype ones on a CPU).
     """
     n = like.numel()
     device = like.device
@@ -83,15 +84,15 @@ def _deconv(layer: ShiftedDeconv2d, x: Tensor) -> Tensor:
 
 
 def _plus_nin(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    """out + 1x1 convolution of x (no bias): one matrix product with the sum fused in, when channels-last."""
-    c = x.shape[1]
+    """out + 1x1 convolution of x (no bias): one matrix product with the sum fused in."""
+    b, c, h, w = x.shape
+    o = out.shape[1]
     channels_last = torch.channels_last
     if x.is_contiguous(memory_format=channels_last) and out.is_contiguous(memory_format=channels_last):
-        b, o, h, w = out.shape
-        flat = torch.addmm(
-            out.permute(0, 2, 3, 1).reshape(-1, o), x.permute(0, 2, 3, 1).reshape(-1, c), weight.t()
-        )
+        flat = torch.addmm(out.permute(0, 2, 3, 1).reshape(-1, o), x.permute(0, 2, 3, 1).reshape(-1, c), weight.t())
         return flat.view(b, h, w, o).permute(0, 3, 1, 2)
+    if x.is_contiguous() and out.is_contiguous():
+        return torch.baddbmm(out.view(b, o, h * w), weight.expand(b, o, c), x.view(b, c, h * w)).view(b, o, h, w)
     return out + torch.einsum("oc,bchw->bohw", weight, x)
 
 
@@ -101,6 +102,8 @@ def _nin(layer: NIN, x: Tensor) -> Tensor:
     if x.is_contiguous(memory_format=torch.channels_last):
         y = torch.addmm(layer.bias, x.permute(0, 2, 3, 1).reshape(-1, c), weight.t())
         return y.view(b, h, w, -1).permute(0, 3, 1, 2)
+    if x.is_contiguous():
+        return torch.matmul(weight, x.view(b, c, h * w)).view(b, -1, h, w) + layer.bias.view(1, -1, 1, 1)
     return torch.einsum("oc,bchw->bohw", weight, x) + layer.bias.view(1, -1, 1, 1)
 
 
