@@ -89,10 +89,14 @@ def _plus_nin(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     o = out.shape[1]
     channels_last = torch.channels_last
     if x.is_contiguous(memory_format=channels_last) and out.is_contiguous(memory_format=channels_last):
-        flat = torch.addmm(out.permute(0, 2, 3, 1).reshape(-1, o), x.permute(0, 2, 3, 1).reshape(-1, c), weight.t())
+        flat = torch.addmm(
+            out.permute(0, 2, 3, 1).reshape(-1, o), x.permute(0, 2, 3, 1).reshape(-1, c), weight.t()
+        )
         return flat.view(b, h, w, o).permute(0, 3, 1, 2)
     if x.is_contiguous() and out.is_contiguous():
-        return torch.baddbmm(out.view(b, o, h * w), weight.expand(b, o, c), x.view(b, c, h * w)).view(b, o, h, w)
+        return torch.baddbmm(out.view(b, o, h * w), weight.expand(b, o, c), x.view(b, c, h * w)).view(
+            b, o, h, w
+        )
     return out + torch.einsum("oc,bchw->bohw", weight, x)
 
 
