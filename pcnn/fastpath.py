@@ -4,8 +4,9 @@
 returns the same DMoL parameters as `model(x, labels)` up to float rounding, with dropout drawn from the
 same distribution. What it does differently, and why:
 
-- Channels-last activations: oneDNN's convolutions run faster on NHWC than on NCHW on CPUs, and the
-  1x1 "network in network" layers become plain matrix products on the channel axis (no permute copies).
+- The 1x1 "network in network" layers are plain (batched) matrix products, with no permute copies, in
+  either activation layout; `channels_last=True` keeps activations NHWC, which tensor-core convolutions
+  on GPUs prefer (on a CPU, oneDNN's backward convolutions were faster in NCHW).
 - Each concat_elu is computed once per tensor and shared: a `u` output feeds both the next `u` layer and
   the `ul` layer's skip input, and the up-pass outputs are reused as down-pass skips.
 - The down pass's skip `concat_elu(cat(u, ul_skip))` is never built: its 1x1 layer is split into one
@@ -100,15 +101,19 @@ def _plus_nin(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     return out + torch.einsum("oc,bchw->bohw", weight, x)
 
 
-def _nin(layer: NIN, x: Tensor) -> Tensor:
+def _output_nin(layer: NIN, x: Tensor) -> Tensor:
+    """The output 1x1 layer, producing channels-last DMoL parameters in either input layout.
+
+    The fused likelihood reads each pixel's mixture parameters contiguously in that layout; from NCHW
+    input the product takes the input transposed, which the matrix kernel reads without a copy.
+    """
     b, c, h, w = x.shape
     weight = layer.wn.weight()
     if x.is_contiguous(memory_format=torch.channels_last):
         y = torch.addmm(layer.bias, x.permute(0, 2, 3, 1).reshape(-1, c), weight.t())
-        return y.view(b, h, w, -1).permute(0, 3, 1, 2)
-    if x.is_contiguous():
-        return torch.matmul(weight, x.view(b, c, h * w)).view(b, -1, h, w) + layer.bias.view(1, -1, 1, 1)
-    return torch.einsum("oc,bchw->bohw", weight, x) + layer.bias.view(1, -1, 1, 1)
+    else:
+        y = torch.matmul(x.reshape(b, c, h * w).transpose(1, 2), weight.t()) + layer.bias
+    return y.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _skip_weights(layer: NIN, parts: list[int]) -> list[Tensor]:
@@ -167,7 +172,10 @@ def _right_shift(x: Tensor) -> Tensor:
 
 
 class FastForward(nn.Module):
-    """Training forward of a `PixelCNNPP` (module docstring); `channels_last` picks the activation layout."""
+    """Training forward of a `PixelCNNPP` (module docstring); `channels_last` picks the activation layout.
+
+    It also scores faster in eval mode (no dropout), so the trainer evaluates through it too.
+    """
 
     def __init__(self, model: PixelCNNPP, channels_last: bool = True) -> None:
         super().__init__()
@@ -210,4 +218,4 @@ class FastForward(nn.Module):
             if scale < NUM_SCALES - 1:
                 u = _Act(_deconv(m.upsize_u[scale], u.t))
                 ul = _Act(_deconv(m.upsize_ul[scale], ul.t))
-        return _nin(m.out, F.elu(ul.t))
+        return _output_nin(m.out, F.elu(ul.t))
