@@ -46,9 +46,11 @@ checkpoint = None  # a checkpoint to evaluate instead of training (e.g. checkpoi
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from IPython.display import display
 
 from pcnn import load_model
+from pcnn.analysis import tta_and_prior_effects
 from pcnn.checkpoint import load_checkpoint
 from pcnn.data import CPEN455Dataset
 from pcnn.evaluate import score_split, write_outputs
@@ -158,6 +160,34 @@ print(
 for name in ("confusion_matrix", "reliability", "per_class_bpd"):
     fig, _ = render_figure(name, results, ctx.paths.results, ctx.paths.figures)
     display(fig)
+
+# %% [markdown]
+# ## Test-time augmentation and the class prior
+# Two options of the Bayes classifier, each measured on the same images: averaging every class
+# log-likelihood over the image and its horizontal flip (the training augmentation flips), and replacing
+# the uniform prior by the training split's class frequencies.
+
+# %%
+if ctx.sizes.tta_prior:
+    flipped = score_split(
+        model,
+        validation,
+        subset=ctx.sizes.eval_subset,
+        device=ctx.device,
+        batch_size=ctx.config.train.eval_batch_size,
+        tta=True,
+        progress=False,
+    )
+    train_counts = np.bincount(
+        CPEN455Dataset(ctx.data_root, "train").labels, minlength=scores.log_likelihoods.shape[1]
+    )
+    training["tta_prior"] = tta_and_prior_effects(
+        scores.log_likelihoods, flipped.log_likelihoods, scores.labels, train_counts
+    )
+    display(pd.DataFrame(training["tta_prior"]).set_index("setting"))
+else:
+    training["tta_prior"] = None
+    print("skipped by the profile's stage sizes")
 
 # %% [markdown]
 # ## Accuracy as a function of the fraction of the image seen

@@ -46,7 +46,7 @@ sizes = {}  # overrides of the profile's stage sizes (pcnn.pipeline.StageSizes)
 import pandas as pd
 from IPython.display import display
 
-from pcnn.ablate import describe_budget, run_ablation
+from pcnn.ablate import describe_budget, paired_effect, run_ablation
 from pcnn.pipeline import notebook_context, write_result
 from pcnn.report import render_figure
 
@@ -104,16 +104,29 @@ fig, _ = render_figure("ablation", {"meta": ctx.meta, "ablation": rows}, ctx.pat
 display(fig)
 
 # %% [markdown]
-# ## Polyak averaging
-# The same model and budget, evaluated with the exponential moving average of its weights.
+# ## Polyak averaging and the hybrid objective
+# Each pair is the same model, budget and seed: `+polyak` evaluates the exponential moving average of
+# the weights; `+hybrid` adds the discriminative term `disc_weight * CE(posterior, label)` to the loss
+# (`+generative` removes it when the profile trains with it), and still classifies by Bayes' rule.
 
 # %%
-if {"gated-bias", "gated-bias+polyak"} <= set(table.index):
-    pair = table.loc[["gated-bias", "gated-bias+polyak"], ["val_accuracy", "val_accuracy_ci", "val_bpd"]]
-    display(pair)
+effects = {}
+for base, other in [
+    ("gated-bias", "gated-bias+polyak"),
+    ("gated-bias", "gated-bias+hybrid"),
+    ("gated-bias", "gated-bias+generative"),
+]:
+    effect = paired_effect(rows, base, other)
+    if effect is None:
+        continue
+    effects[other] = effect
+    acc = effect["accuracy_change"]
     print(
-        f"Polyak decay {ctx.sizes.ablation_polyak_decay}: bits/dim change "
-        f"{pair['val_bpd'].iloc[1] - pair['val_bpd'].iloc[0]:+.4f}"
+        f"{base} -> {other}: validation accuracy {acc * 100:+.1f} points, "
+        f"bits/dim {effect['bpd_change']:+.4f}"
+        if acc is not None
+        else f"{base} -> {other}: bits/dim {effect['bpd_change']:+.4f}"
     )
-else:
-    print("Polyak comparison skipped: both variants are needed")
+if not effects:
+    print("paired comparisons skipped: the variants they need were not run")
+write_result(ctx.paths, "ablation_effects", effects)

@@ -51,7 +51,9 @@ import torch
 from IPython.display import display
 
 from pcnn import fid, load_model
-from pcnn.data import class_counts
+from pcnn.analysis import class_consistency, nearest_neighbour_grid, nearest_neighbours
+from pcnn.baseline import baseline_predict, train_baseline
+from pcnn.data import CLASS_NAMES, CPEN455Dataset, class_counts
 from pcnn.experiments import course_fid_over_seeds, draw_class_samples, inception_status, sampler_speed
 from pcnn.pipeline import notebook_context, read_result, reference_checkpoint, write_result
 from pcnn.plots import to_uint8_hwc
@@ -137,11 +139,17 @@ if available:
     samples, labels = draw_class_samples(
         model, sz.matched_per_class, seed=ctx.seed + 1000, device=ctx.device, batch_size=sz.sample_batch
     )
-    reference = fid.matched_real_reference(ctx.data_root, sz.matched_per_class, seed=ctx.seed)
-    matched = fid.matched_fid(samples, reference, 2048, device=ctx.device, seed=ctx.seed, progress=False)
-    matched_floor = fid.matched_floor(
-        ctx.data_root, sz.matched_per_class, 2048, seed=ctx.seed, device=ctx.device, progress=False
+    matched_all = fid.matched_protocol(
+        samples,
+        labels,
+        ctx.data_root,
+        sz.matched_per_class,
+        2048,
+        seed=ctx.seed,
+        device=ctx.device,
+        progress=False,
     )
+    matched, matched_floor = matched_all["model"], matched_all["floor"]
     sampling["fid"]["matched"] = {
         "model": {
             "mean": matched["fid"],
@@ -160,7 +168,9 @@ if available:
             "kid_std": matched_floor["kid_std"],
             "n_samples": matched_floor["n_samples"],
         },
+        "per_class": {CLASS_NAMES[k]: v for k, v in matched_all["per_class"].items()},
     }
+    display(pd.DataFrame(sampling["fid"]["matched"]["per_class"]).T.rename_axis("class"))
     print(
         f"matched protocol ({matched['n_samples']} vs {matched['n_reference']}, dims 2048): "
         f"FID {matched['fid']:.2f} (floor {matched_floor['fid']:.2f}); "
@@ -200,6 +210,55 @@ if reference_ckpt is not None:
 else:
     (ctx.paths.results / "reference_samples.npz").unlink(missing_ok=True)
     print("no checkpoints/reference.pt in this clone: only this run's samples are shown")
+
+# %% [markdown]
+# ## Checks a reviewer asks for
+# A small discriminative CNN, trained on the same training split (a baseline for context, not the
+# classifier of this project), then used as an independent judge: how often does it recognise the class
+# a sample was generated for? And are samples copies of training images? Each sample is shown beside its
+# nearest training images in pixel space.
+
+# %%
+baseline, baseline_report = train_baseline(
+    ctx.data_root,
+    epochs=sz.baseline_epochs,
+    max_minutes=sz.baseline_minutes,
+    seed=ctx.seed,
+    device=str(ctx.device),
+    progress=False,
+    max_train_images=sz.baseline_train_images,
+)
+judged_images, judged_labels = (samples, labels) if available else (grid_images, grid_labels)
+consistency = class_consistency(lambda x: baseline_predict(baseline, x), judged_images, judged_labels)
+train_set = CPEN455Dataset(ctx.data_root, "train", image_size=model.config.image_size)
+train_images = torch.stack([train_set[i][0] for i in range(len(train_set))])
+shown = torch.cat(
+    [torch.nonzero(grid_labels == k).flatten()[: sz.nn_per_class] for k in grid_labels.unique()]
+)
+nn_indices, nn_distances = nearest_neighbours(grid_images[shown], train_images, k=4)
+np.savez_compressed(
+    ctx.paths.results / "nearest_neighbours.npz",
+    grid=nearest_neighbour_grid(grid_images[shown], train_images, nn_indices),
+    labels=grid_labels[shown].numpy(),
+)
+sampling["checks"] = {
+    "baseline": {k: v for k, v in baseline_report.items() if k != "train_loss"},
+    "class_consistency": consistency,
+    "nearest_neighbour_distance": {
+        "mean": float(nn_distances[:, 0].mean()),
+        "min": float(nn_distances[:, 0].min()),
+        "n_samples": int(len(shown)),
+        "n_train": int(len(train_set)),
+    },
+}
+print(
+    f"baseline CNN: validation accuracy {baseline_report['accuracy']:.1%} after "
+    f"{baseline_report['epochs']:.1f} epochs ({baseline_report['train_seconds'] / 60:.1f} min); "
+    "it recognises "
+    f"{consistency['overall']:.1%} of {consistency['n']} samples as their class"
+)
+display(pd.Series(consistency["per_class"], name="baseline recognises the class"))
+display(render_figure("nearest_neighbours", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
 
 # %% [markdown]
 # ## Sampler speed

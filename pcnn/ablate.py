@@ -1,13 +1,13 @@
 """The conditioning ablation (DESIGN section 1): every variant trained on one budget and seed, then compared.
 
-Variants are `pcnn.config.CONDITIONING_VARIANTS` plus `gated-bias+polyak` (the main model evaluated with
-Polyak-averaged weights). Each is an ordinary training run in `<out_dir>/<name>/`; the comparison uses
-the weights at the end of the budget (for `+polyak` the average), never a checkpoint selected on
-validation, so that the validation numbers compare the variants without a selection bias. Rows go to
-`<out_dir>/ablation.json` after every variant; a finished variant (its `row.json` matches the budget)
-is not retrained, an interrupted one resumes from its last checkpoint.
-
-This is a minimal runner for the notebooks; a fuller one (several seeds) is planned.
+A row's name is a conditioning variant (`pcnn.config.CONDITIONING_VARIANTS`), optionally with modifiers:
+`+polyak` (evaluated with Polyak-averaged weights), `+hybrid` (trained with the hybrid objective,
+`disc_weight` = `HYBRID_WEIGHT` unless the base config already sets one) and `+generative` (the plain
+generative objective, `disc_weight` = 0). Each row is an ordinary training run in `<out_dir>/<name>/`;
+the comparison uses the weights at the end of the budget (for `+polyak` the average), never a checkpoint
+selected on validation, so that the validation numbers compare the variants without a selection bias.
+Rows go to `<out_dir>/ablation.json` after every variant; a finished variant (its `row.json` matches the
+settings) is not retrained, an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -23,9 +23,19 @@ from pcnn.checkpoint import load_model
 from pcnn.config import CONDITIONING_VARIANTS, RunConfig, apply_overrides
 from pcnn.data import CPEN455Dataset, resolve_data_dir
 
-POLYAK_SUFFIX = "+polyak"
-DEFAULT_VARIANTS: tuple[str, ...] = (*CONDITIONING_VARIANTS, "gated-bias" + POLYAK_SUFFIX)
+HYBRID_WEIGHT = 0.01  # disc_weight of `+hybrid` rows when the base config has none
+MODIFIERS = ("polyak", "hybrid", "generative")
 _BUDGET_KEYS = {"max_steps": "steps", "max_minutes": "min", "epochs": "epochs"}
+
+
+def default_variants(base: RunConfig) -> tuple[str, ...]:
+    """Every conditioning variant, `+polyak`, and the other objective than the base profile's.
+
+    A profile that trains with the hybrid objective is compared with `gated-bias+generative`, one that
+    trains generatively with `gated-bias+hybrid`.
+    """
+    other = "gated-bias+generative" if base.train.disc_weight > 0 else "gated-bias+hybrid"
+    return (*CONDITIONING_VARIANTS, "gated-bias+polyak", other)
 
 
 def describe_budget(budget: Mapping[str, float]) -> str:
@@ -48,16 +58,27 @@ def variant_config(
     polyak_decay: float,
 ) -> RunConfig:
     """The config of one ablation run: the base profile with the variant, the budget and the seed."""
-    variant, polyak = (name[: -len(POLYAK_SUFFIX)], True) if name.endswith(POLYAK_SUFFIX) else (name, False)
-    if variant not in CONDITIONING_VARIANTS:
-        raise ValueError(f"unknown ablation variant {name!r}; choose from {', '.join(DEFAULT_VARIANTS)}")
+    variant, *modifiers = name.split("+")
+    if variant not in CONDITIONING_VARIANTS or not set(modifiers) <= set(MODIFIERS):
+        raise ValueError(
+            f"unknown ablation variant {name!r}: a conditioning variant ({', '.join(CONDITIONING_VARIANTS)})"
+            f" optionally followed by modifiers +{', +'.join(MODIFIERS)}"
+        )
+    if {"hybrid", "generative"} <= set(modifiers):
+        raise ValueError(f"ablation variant {name!r}: +hybrid and +generative exclude each other")
     unknown = set(budget) - set(_BUDGET_KEYS)
     if unknown:
         raise ValueError(f"budget keys must be among {', '.join(_BUDGET_KEYS)}, got {sorted(unknown)}")
+    disc_weight = base.train.disc_weight
+    if "hybrid" in modifiers:
+        disc_weight = disc_weight or HYBRID_WEIGHT
+    if "generative" in modifiers or variant == "none":
+        disc_weight = 0.0  # the unconditional model has no posterior to train
     overrides = [
         f"model.conditioning={variant}",
         f"train.seed={seed}",
-        f"train.polyak={polyak}",
+        f"train.polyak={'polyak' in modifiers}",
+        f"train.disc_weight={disc_weight}",
         f"train.polyak_decay={polyak_decay}",
         f"train.max_steps={int(budget.get('max_steps', 0))}",
         f"train.max_minutes={float(budget.get('max_minutes', 0.0))}",
@@ -144,8 +165,9 @@ def run_ablation(
 ) -> list[dict[str, Any]]:
     """Train and evaluate every variant (resuming; finished ones are kept) and write `ablation.json`.
 
-    Row keys: name, variant, polyak, val_accuracy (None for `none`), val_accuracy_ci, val_f1, val_bpd,
-    fid_course_mean, fid_course_std, budget, steps, run_dir.
+    `variants` defaults to `default_variants(base)`. Row keys: name, variant, polyak, objective,
+    disc_weight, val_accuracy (None for `none`), val_accuracy_ci, val_f1, val_bpd, fid_course_mean,
+    fid_course_std, budget, steps, run_dir.
     """
     from pcnn.device import resolve_device
     from pcnn.train import train
@@ -165,7 +187,7 @@ def run_ablation(
         "data_dir": str(root),
     }
     rows: list[dict[str, Any]] = []
-    for name in variants if variants is not None else DEFAULT_VARIANTS:
+    for name in variants if variants is not None else default_variants(base):
         run_dir = out / name
         row_path = run_dir / "row.json"
         if row_path.is_file():
@@ -185,6 +207,8 @@ def run_ablation(
             "name": name,
             "variant": config.model.conditioning,
             "polyak": config.train.polyak,
+            "objective": "hybrid" if config.train.disc_weight > 0 else "generative",
+            "disc_weight": config.train.disc_weight,
             "budget": label,
             "steps": result.step,
             "run_dir": str(run_dir),
@@ -199,3 +223,26 @@ def run_ablation(
 
 def _write(out: Path, rows: list[dict[str, Any]]) -> None:
     (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def paired_effect(rows: Sequence[Mapping[str, Any]], base: str, other: str) -> dict[str, Any] | None:
+    """What changing `base` into `other` did: both rows' accuracy and bits/dim and the differences.
+
+    None when either row is missing, so a notebook can say the comparison was skipped.
+    """
+    by_name = {row["name"]: row for row in rows}
+    if base not in by_name or other not in by_name:
+        return None
+    a, b = by_name[base], by_name[other]
+
+    def diff(key: str) -> float | None:
+        return None if a.get(key) is None or b.get(key) is None else b[key] - a[key]
+
+    return {
+        "base": base,
+        "other": other,
+        "val_accuracy": [a.get("val_accuracy"), b.get("val_accuracy")],
+        "val_bpd": [a.get("val_bpd"), b.get("val_bpd")],
+        "accuracy_change": diff("val_accuracy"),
+        "bpd_change": diff("val_bpd"),
+    }

@@ -112,6 +112,32 @@ def nearest_neighbours(
     return indices.numpy(), distances.numpy()
 
 
+def nearest_neighbour_grid(
+    samples: Tensor | np.ndarray, reference: Tensor | np.ndarray, indices: np.ndarray
+) -> np.ndarray:
+    """uint8 grid (N, 1 + k, H, W, 3): each sample, then its k nearest reference images in order."""
+    indices = np.asarray(indices).reshape(len(samples), -1)
+    pictures = to_uint8_hwc(samples)
+    neighbours = to_uint8_hwc(_as_numpy(reference)[indices.reshape(-1)])
+    neighbours = neighbours.reshape(*indices.shape, *neighbours.shape[1:])
+    return np.concatenate([pictures[:, None], neighbours], axis=1)
+
+
+def nearest_neighbour_grid_figure(
+    grid: np.ndarray,
+    labels: Sequence[int] | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    title: str = "Samples and their nearest training images (L2, pixel space)",
+) -> Any:
+    """The figure of a `nearest_neighbour_grid`; rows named by the sample's class (else its index)."""
+    if labels is not None:
+        row_labels = [class_names[int(label)] for label in labels]
+    else:
+        row_labels = [f"#{i}" for i in range(len(grid))]
+    col_labels = ["sample"] + [f"NN {j + 1}" for j in range(grid.shape[1] - 1)]
+    return image_grid_figure(grid, row_labels, title, col_labels=col_labels)
+
+
 def nearest_neighbour_figure(
     samples: Tensor | np.ndarray,
     reference: Tensor | np.ndarray,
@@ -120,24 +146,9 @@ def nearest_neighbour_figure(
     class_names: Sequence[str] | None = None,
     labels: Sequence[int] | None = None,
 ) -> list[Path]:
-    """One row per sample: the sample, then its nearest reference images; saved as `<path>.pdf/.png`.
-
-    Rows are labelled with the sample's class when `labels` is given (names from `class_names`, by
-    default the course classes), else with the sample's index.
-    """
-    indices = np.asarray(indices).reshape(len(samples), -1)
-    pictures = to_uint8_hwc(samples)
-    neighbours = to_uint8_hwc(_as_numpy(reference)[indices.reshape(-1)])
-    neighbours = neighbours.reshape(*indices.shape, *neighbours.shape[1:])
-    grid = np.concatenate([pictures[:, None], neighbours], axis=1)
-    if labels is not None:
-        names = class_names if class_names is not None else CLASS_NAMES
-        row_labels = [names[int(label)] for label in labels]
-    else:
-        row_labels = [f"#{i}" for i in range(len(samples))]
-    col_labels = ["sample"] + [f"NN {j + 1}" for j in range(indices.shape[1])]
-    title = "Samples and their nearest training images (L2, pixel space)"
-    fig = image_grid_figure(grid, row_labels, title, col_labels=col_labels)
+    """One row per sample: the sample, then its nearest reference images; saved as `<path>.pdf/.png`."""
+    grid = nearest_neighbour_grid(samples, reference, indices)
+    fig = nearest_neighbour_grid_figure(grid, labels, class_names if class_names is not None else CLASS_NAMES)
     return save_figure(fig, path)
 
 

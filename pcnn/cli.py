@@ -8,6 +8,7 @@ import sys
 from pcnn import __version__
 from pcnn.data_cli import add_data_parser
 from pcnn.evaluate_cli import add_evaluate_parser
+from pcnn.export import add_export_parser
 from pcnn.fid_cli import add_fid_parser
 from pcnn.pipeline import add_pipeline_parser
 from pcnn.sample_cli import add_sample_parser
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(subparsers)
     add_sample_parser(subparsers)
     add_fid_parser(subparsers)
+    add_export_parser(subparsers)
     add_pipeline_parser(subparsers)
     return parser
 

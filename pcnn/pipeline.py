@@ -54,7 +54,9 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     ),
     Notebook("02_finetuning", ("finetune_comparison", "finetune_curves")),
     Notebook("03_ablations", ("ablation",)),
-    Notebook("04_sampling_and_fid", ("samples_per_class", "fid_floor", "sampler_speed")),
+    Notebook(
+        "04_sampling_and_fid", ("samples_per_class", "fid_floor", "sampler_speed", "nearest_neighbours")
+    ),
     Notebook(
         "05_report_figures",
         (
@@ -68,6 +70,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
             "finetune_comparison",
             "data_examples",
             "sampler_speed",
+            "nearest_neighbours",
         ),
         (
             "macros.tex",
@@ -76,6 +79,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
             "table_fid.tex",
             "table_classification.tex",
             "table_finetune.tex",
+            "table_checks.tex",
             "results.json",
             "manifest.json",
         ),
@@ -110,6 +114,11 @@ class StageSizes:
     ablation_polyak_decay: float = 0.999
     reference_per_class: int = 8  # samples per class of checkpoints/reference.pt, when it exists
     stats_images: int = 0  # training images for the pixel statistics of 00 (0: all)
+    tta_prior: bool = True  # 01 measures flip averaging and the training-frequency prior
+    baseline_epochs: int = 30  # the discriminative CNN baseline of 04 (issue: context, not a competitor)
+    baseline_minutes: float = 10.0  # its wall-clock cap
+    baseline_train_images: int = 0  # 0: the whole training split
+    nn_per_class: int = 2  # samples per class shown beside their nearest training images
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,6 +146,10 @@ _PROFILE_SIZES: dict[str, dict[str, Any]] = {
         ablation_polyak_decay=0.9,
         reference_per_class=4,
         stats_images=400,
+        baseline_epochs=2,
+        baseline_minutes=1.0,
+        baseline_train_images=512,
+        nn_per_class=1,
     ),
     "cpu": dict(
         eval_subset=0,
@@ -149,12 +162,13 @@ _PROFILE_SIZES: dict[str, dict[str, Any]] = {
         sample_batch=125,
         speed_batches=[1, 16],
         naive_speed="full",
-        finetune_budget={"max_minutes": 10.0},
-        ablation_budget={"max_minutes": 10.0},
+        finetune_budget={"max_minutes": 5.0},
+        ablation_budget={"max_steps": 150},
         ablation_eval_subset=0,
         ablation_fid_per_class=25,
         ablation_fid_seeds=[0],
         ablation_polyak_decay=0.999,
+        baseline_minutes=5.0,
     ),
     "seed": dict(
         eval_subset=0,
@@ -542,12 +556,20 @@ def run_pipeline(
     return summary
 
 
+RUN_RECORD_FILES = ("config.json", "provenance.json", "metrics.jsonl", "train_loss.csv")
+
+
 def publish(profile: str, build_dir: str | Path | None = None, target: str | Path | None = None) -> Path:
-    """Copy a build's figures folder to the committed `figures/` (the reference run's figures)."""
+    """Copy a build's figures folder to the committed `figures/` (the reference run's figures).
+
+    Beside the figures go the records a reviewer needs to check them: the main training run's config,
+    provenance, metrics and loss log (`reference_run/`) and the ablation rows (`ablation.json`).
+    """
     root = repo_root()
     if root is None:
         raise PipelineError("publish runs from a checkout")
-    source = (Path(build_dir).resolve() / profile if build_dir else root / "build" / profile) / "figures"
+    build = Path(build_dir).resolve() / profile if build_dir else root / "build" / profile
+    source = build / "figures"
     if not (source / "manifest.json").is_file():
         raise PipelineError(f"{source} holds no finished build (no manifest.json); run the pipeline first")
     dest = Path(target) if target else root / "figures"
@@ -555,6 +577,15 @@ def publish(profile: str, build_dir: str | Path | None = None, target: str | Pat
     for path in source.iterdir():
         if path.is_file():
             shutil.copy2(path, dest / path.name)
+    run_record = dest / "reference_run"
+    for name in RUN_RECORD_FILES:
+        path = build / "runs" / "main" / name
+        if path.is_file():
+            run_record.mkdir(exist_ok=True)
+            shutil.copy2(path, run_record / name)
+    ablation = build / "runs" / "ablation" / "ablation.json"
+    if ablation.is_file():
+        shutil.copy2(ablation, dest / "ablation.json")
     return dest
 
 

@@ -43,9 +43,17 @@ REPORT_FIGURES = (
     "finetune_comparison",
     "data_examples",
     "sampler_speed",
+    "nearest_neighbours",
 )
 OPTIONAL_FIGURES = ("samples_reference",)
-TABLES = ("table_ablation", "table_hyperparameters", "table_fid", "table_classification", "table_finetune")
+TABLES = (
+    "table_ablation",
+    "table_hyperparameters",
+    "table_fid",
+    "table_classification",
+    "table_finetune",
+    "table_checks",
+)
 APT_PACKAGES = ("latexmk", "texlive-latex-recommended", "texlive-fonts-recommended", "texlive-pictures")
 
 
@@ -173,6 +181,14 @@ def _prefix_at(curve: Any, fraction: float) -> Any:
     return curve["accuracy"][index]
 
 
+def _objective_text(train_cfg: Mapping[str, Any]) -> str:
+    weight = train_cfg.get("disc_weight") or 0.0
+    if not _finite(weight) or weight <= 0:
+        return "the plain likelihood objective ($\\lambda = 0$)"
+    fraction = fmt(train_cfg.get("disc_fraction"), 3)
+    return f"the hybrid objective, $\\lambda = {fmt(weight, 3)}$ on $f = {fraction}$ of each batch"
+
+
 def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
     """Macro name -> LaTeX text for every number and word the report's prose uses."""
     meta = results.get("meta") or {}
@@ -256,6 +272,7 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
         if cached and naive and _finite(cached.get("seconds")) and cached["seconds"] > 0
         else NA,
         "SpeedNaiveHow": "timed" if _get(naive, "measured") == "timed" else "estimated from one forward pass",
+        "TrainObjective": _objective_text(train_cfg),
         "AblationBudget": tex_escape(ablation[0]["budget"]) if ablation else NA,
         "AblationBest": tex_escape(best_row["name"]) if best_row else NA,
         "AblationVariants": _int(len(ablation) or None),
@@ -470,6 +487,73 @@ def finetune_table(finetune: Mapping[str, Any] | None) -> str:
     return _tabular("lccc", ["model", "val.\\ acc.\\ \\% [95\\% CI]", "macro F1", "bits/dim"], rows, note)
 
 
+def checks_table(training: Mapping[str, Any] | None, sampling: Mapping[str, Any] | None) -> str:
+    """Classifier options (TTA, prior), the discriminative baseline, sample checks and per-class FID."""
+    training, sampling = training or {}, sampling or {}
+    checks = sampling.get("checks") or {}
+    rows = []
+    for row in training.get("tta_prior") or []:
+        rows.append(
+            [
+                f"Bayes rule, {tex_escape(row['setting'])}",
+                f"{fmt_pct(row.get('accuracy'))} {fmt_ci(row.get('accuracy_ci95'))}",
+                f"macro F1 {fmt(row.get('macro_f1'), 3)}; "
+                f"{_int(row.get('changed_vs_plain'))} predictions changed",
+            ]
+        )
+    baseline = checks.get("baseline") or {}
+    if baseline:
+        rows.append(
+            [
+                r"\midrule baseline CNN (discriminative)",
+                f"{fmt_pct(baseline.get('accuracy'))} {fmt_ci(baseline.get('accuracy_ci95'))}",
+                f"macro F1 {fmt(baseline.get('macro_f1'), 3)}; {fmt(baseline.get('epochs'), 1)} epochs, "
+                f"{fmt(baseline.get('train_seconds'), 1, 1 / 60)} min",
+            ]
+        )
+    consistency = checks.get("class_consistency") or {}
+    if consistency:
+        per_class = ", ".join(
+            f"{tex_escape(name)} {fmt_pct(value, 0)}"
+            for name, value in (consistency.get("per_class") or {}).items()
+        )
+        rows.append(
+            [
+                "samples the baseline assigns to their class",
+                f"{fmt_pct(consistency.get('overall'))} {fmt_ci(consistency.get('overall_ci95'))}",
+                f"{_int(consistency.get('n'))} samples: {per_class}",
+            ]
+        )
+    per_class_fid = _get(sampling, "fid", "matched", "per_class") or {}
+    for name, values in per_class_fid.items():
+        rows.append(
+            [
+                f"FID of {tex_escape(name)} samples (matched, per class)",
+                fmt(values.get("model"), 1),
+                f"real-data floor {fmt(values.get('floor'), 1)}",
+            ]
+        )
+    distance = checks.get("nearest_neighbour_distance") or {}
+    if distance:
+        rows.append(
+            [
+                "L2 distance to the nearest training image",
+                fmt(distance.get("mean"), 1),
+                f"minimum {fmt(distance.get('min'), 1)} over {_int(distance.get('n_samples'))} samples, "
+                f"{_int(distance.get('n_train'))} training images",
+            ]
+        )
+    if not rows:
+        rows.append(["not measured in this build", NA, ""])
+    return _tabular(
+        "lcl",
+        ["check", "value", "detail"],
+        rows,
+        "Accuracies on the validation split with bootstrap 95\\% intervals. Per-class FID uses a quarter of "
+        "the matched protocol's images and is biased upwards; compare it with its own floor only.",
+    )
+
+
 def write_tables(results: Mapping[str, Any], figures_dir: str | Path) -> list[Path]:
     """Write `macros.tex` and every `table_*.tex` into the figures folder."""
     folder = Path(figures_dir)
@@ -484,6 +568,7 @@ def write_tables(results: Mapping[str, Any], figures_dir: str | Path) -> list[Pa
         "table_fid.tex": fid_table(results.get("sampling")),
         "table_classification.tex": classification_table(training.get("validation")),
         "table_finetune.tex": finetune_table(results.get("finetune")),
+        "table_checks.tex": checks_table(training, results.get("sampling")),
     }
     paths = []
     for name, text in contents.items():
@@ -635,6 +720,18 @@ def _fig_speed(results: Mapping[str, Any], _: Path) -> Any:
     return sampler_speed_figure(results["sampling"]["speed"], "Sampler speed (32x32 images)")
 
 
+def _fig_nearest(results: Mapping[str, Any], results_dir: Path) -> Any:
+    from pcnn.analysis import nearest_neighbour_grid_figure
+
+    data = _load_npz(results_dir, "nearest_neighbours")
+    if data is None:
+        raise FileNotFoundError(
+            f"{results_dir}/nearest_neighbours.npz is missing: run 04_sampling_and_fid first"
+        )
+    title = _title(results, "Samples beside their nearest training images (L2 in pixels)")
+    return nearest_neighbour_grid_figure(data["grid"], data["labels"], title=title)
+
+
 FIGURE_MAKERS: dict[str, Callable[[Mapping[str, Any], Path], Any]] = {
     "training_curves": _fig_training_curves,
     "confusion_matrix": _fig_confusion,
@@ -648,6 +745,7 @@ FIGURE_MAKERS: dict[str, Callable[[Mapping[str, Any], Path], Any]] = {
     "finetune_comparison": _fig_finetune,
     "data_examples": _fig_data_examples,
     "sampler_speed": _fig_speed,
+    "nearest_neighbours": _fig_nearest,
 }
 
 

@@ -39,6 +39,9 @@ TINY_SIZES: dict[str, Any] = {
     "ablation_fid_per_class": 0,  # the same FID code runs in 04_sampling_and_fid
     "ablation_fid_seeds": [],
     "reference_per_class": 2,
+    "baseline_epochs": 1,
+    "baseline_train_images": 20,
+    "nn_per_class": 1,
 }
 TINY_COUNTS = {"train": 20, "validation": 6, "test": 6}
 

@@ -76,3 +76,49 @@ def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
         save_checkpoint(path, {"model_config": {}, "model": model_state(model), "bad": _unpicklable})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_export_keeps_one_set_of_weights_and_a_verified_sha256(tmp_path: Path) -> None:
+    from pcnn.export import export_checkpoint, verify_export
+
+    model = tiny_model()
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in model_state(model).items()}
+    run = tmp_path / "run"
+    _save(
+        model,
+        run / "checkpoints" / "best.pt",
+        ema=ema,
+        optimizer={"big": torch.zeros(1000)},
+        metrics={"val_accuracy": 0.5},
+        step=3,
+    )
+    out = tmp_path / "ref" / "reference.pt"
+    sidecar = export_checkpoint(run, out, extra={"command": "pcnn train ..."})
+    assert sidecar["weights"] == "ema" and sidecar["metrics"] == {"val_accuracy": 0.5}
+    assert sidecar["command"] == "pcnn train ..." and sidecar["step"] == 3
+    state = load_checkpoint(out)
+    assert "optimizer" not in state and state["ema"] is None
+    assert torch.equal(pcnn.load_model(out).out.bias, ema["out.bias"])
+    assert verify_export(out)["sha256"] == sidecar["sha256"]
+    raw = export_checkpoint(run, tmp_path / "raw.pt", weights="raw")
+    assert raw["weights"] == "raw" and torch.equal(
+        pcnn.load_model(tmp_path / "raw.pt").out.bias, model.out.bias
+    )
+    with open(out, "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(CheckpointError, match="sha256"):
+        verify_export(out)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        export_checkpoint(tmp_path / "nowhere", tmp_path / "x.pt")
+
+
+def test_committed_reference_checkpoint_matches_its_sha256() -> None:
+    from pcnn.export import verify_export
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "reference.pt"
+    if not path.is_file():
+        pytest.skip("no committed checkpoints/reference.pt in this clone")
+    sidecar = verify_export(path)
+    assert sidecar["bytes"] <= 10 * 1024 * 1024, "the committed checkpoint must stay at most 10 MB"
+    model = pcnn.load_model(path)
+    assert model.config.conditioning != "none"

@@ -190,6 +190,44 @@ def test_real_reference_selection_is_deterministic_and_disjoint(tmp_path: Path) 
     assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32)
 
 
+class _PixelStats(torch.nn.Module):
+    """A stand-in feature network: per-channel means and spreads, shaped like Inception's pooled output."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        flat = x.flatten(2)
+        return [torch.cat([flat.mean(2), flat.std(2), flat.amax(2)], 1)[:, :, None, None]]
+
+
+def test_per_class_fid_compares_each_class_with_its_own_reference() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((200, 3))
+    reference_labels = np.repeat([0, 1], 100)
+    features = rng.standard_normal((200, 3))
+    features[100:] += 3.0  # class 1's samples are off
+    per_class = fid.per_class_fid(features, reference_labels, reference, reference_labels)
+    mu1, s1 = fid.statistics(features[:100])
+    mu2, s2 = fid.statistics(reference[:100])
+    assert per_class[0] == pytest.approx(fid.frechet_distance(mu1, s1, mu2, s2))
+    assert per_class[1] > 20 * per_class[0]
+
+
+def test_matched_protocol_scores_real_images_as_perfect(tmp_path: Path) -> None:
+    from pcnn.data import make_synthetic
+
+    root = make_synthetic(tmp_path / "data", counts={"train": 12, "validation": 2, "test": 2})
+    real = fid.matched_real_reference(root, n_per_class=5, seed=0)
+    labels = torch.arange(4).repeat_interleave(5)
+    out = fid.matched_protocol(real, labels, root, n_per_class=5, model=_PixelStats(), progress=False)
+    assert out["model"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert out["floor"]["fid"] > 0
+    assert sorted(out["per_class"]) == [0, 1, 2, 3]
+    assert all(
+        v["model"] == pytest.approx(0.0, abs=1e-6) and v["floor"] > 0 for v in out["per_class"].values()
+    )
+    with pytest.raises(ValueError, match="equal counts"):
+        fid.matched_protocol(real[:4], labels[:4], root, n_per_class=5, model=_PixelStats(), progress=False)
+
+
 # ------------------------------------------------------------------------------------------ weights
 
 

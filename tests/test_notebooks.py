@@ -80,3 +80,22 @@ def test_a_failing_cell_names_the_notebook_and_the_cell(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"notebook 99_broken failed in cell \d+ .*ValueError: boom"):
         execute_notebook(Notebook("99_broken", ()), params, tmp_path / "out", notebooks_dir=tmp_path)
     assert (tmp_path / "out" / "99_broken.ipynb").is_file()
+
+
+def test_publish_copies_figures_run_record_and_ablation(tmp_path: Path) -> None:
+    from pcnn.pipeline import RUN_RECORD_FILES, publish
+
+    build = tmp_path / "build" / "cpu"
+    (build / "figures").mkdir(parents=True)
+    (build / "figures" / "manifest.json").write_text("{}")
+    (build / "figures" / "ablation.pdf").write_bytes(b"%PDF")
+    (build / "runs" / "main").mkdir(parents=True)
+    for name in RUN_RECORD_FILES:
+        (build / "runs" / "main" / name).write_text(name)
+    (build / "runs" / "ablation").mkdir()
+    (build / "runs" / "ablation" / "ablation.json").write_text("[]")
+    dest = publish("cpu", tmp_path / "build", tmp_path / "published")
+    assert (dest / "ablation.pdf").is_file() and (dest / "ablation.json").read_text() == "[]"
+    assert sorted(p.name for p in (dest / "reference_run").iterdir()) == sorted(RUN_RECORD_FILES)
+    with pytest.raises(PipelineError, match="no finished build"):
+        publish("seed", tmp_path / "build", tmp_path / "elsewhere")

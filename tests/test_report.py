@@ -81,6 +81,55 @@ def test_ablation_table_marks_the_unconditional_variant_na() -> None:
     assert r"gated-bias & 75.0 [70.0, 80.0] & 0.740 & 4.000 & 30.0 $\pm$ 2.0" in table
 
 
+def test_checks_table_prints_every_measured_check_and_says_when_none_was() -> None:
+    training = {
+        "tta_prior": [
+            {
+                "setting": "plain",
+                "accuracy": 0.8,
+                "accuracy_ci95": [0.76, 0.84],
+                "macro_f1": 0.79,
+                "changed_vs_plain": 0,
+            },
+            {
+                "setting": "tta",
+                "accuracy": 0.82,
+                "accuracy_ci95": [0.78, 0.85],
+                "macro_f1": 0.81,
+                "changed_vs_plain": 12,
+            },
+        ]
+    }
+    sampling = {
+        "fid": {"matched": {"per_class": {"panda": {"model": 95.04, "floor": 61.2}}}},
+        "checks": {
+            "baseline": {
+                "accuracy": 0.9,
+                "accuracy_ci95": [0.87, 0.92],
+                "macro_f1": 0.9,
+                "epochs": 30.0,
+                "train_seconds": 300.0,
+            },
+            "class_consistency": {
+                "overall": 0.5,
+                "overall_ci95": [0.45, 0.55],
+                "n": 1000,
+                "per_class": {"burger": 0.4},
+            },
+            "nearest_neighbour_distance": {"mean": 20.0, "min": 12.5, "n_samples": 8, "n_train": 100},
+        },
+    }
+    table = report.checks_table(training, sampling)
+    assert "Bayes rule, tta & 82.0 [78.0, 85.0] & macro F1 0.810; 12 predictions changed" in table
+    assert "baseline CNN (discriminative) & 90.0 [87.0, 92.0]" in table and "5.0 min" in table
+    assert "FID of panda samples (matched, per class) & 95.0 & real-data floor 61.2" in table
+    assert "burger 40" in table and "minimum 12.5 over 8 samples" in table
+    assert "not measured in this build" in report.checks_table({}, {})
+    assert report.report_macros(
+        {"training": {"config": {"train": {"disc_weight": 0.01, "disc_fraction": 0.25}}}}
+    )["TrainObjective"].startswith("the hybrid objective")
+
+
 def test_report_sources_include_only_generated_files() -> None:
     included = report.included_files(REPORT_DIR)
     figures = {name.removesuffix(".pdf") for name, kind in included.items() if kind == "figure"}

@@ -390,3 +390,10 @@ def test_cli_trains_with_overrides_and_resumes_a_finished_run(data_dir: Path, tm
     assert json.loads(capsys.readouterr().out)["train"]["epochs"] == 7
     assert _cli(["train", "--set", "train.nonsense=1", "--print-config"]) == 2
     assert _cli(["train", "--resume", "--data-dir", str(data_dir)]) == 2  # which run?
+
+
+def test_readme_lists_the_profiles_as_they_are() -> None:
+    from pcnn.config import profiles_markdown
+
+    readme = (REPO / "README.md").read_text()
+    assert profiles_markdown() in readme, "README profile table drifted: paste profiles_markdown()"
