@@ -505,6 +505,7 @@ class _Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+            self.ema.updates = state["progress"]["step"]
         self.state = _Progress(**state["progress"])
         rngs = state["rng"]
         if state.get("world_size", 1) != self.info.world_size:

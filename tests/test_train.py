@@ -397,3 +397,30 @@ def test_readme_lists_the_profiles_as_they_are() -> None:
 
     readme = (REPO / "README.md").read_text()
     assert profiles_markdown() in readme, "README profile table drifted: paste profiles_markdown()"
+
+
+def test_ema_warms_up_then_averages_with_its_decay() -> None:
+    from pcnn.ema import EMA
+
+    def linear(value: float) -> torch.nn.Linear:
+        layer = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        return layer
+
+    model = linear(0.0)
+    ema = EMA(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    expected = 0.0
+    for n in range(200):
+        decay = min(0.99, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * 1.0
+        ema.update(model)
+        assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert ema.updates == 200 and ema.current_decay == pytest.approx(201 / 210)
+    # The first update keeps only 10% of the initial weights; a fixed 0.9995 would keep 99.95%.
+    fresh, start = linear(1.0), linear(0.0)
+    slow = EMA(start, decay=0.9995)
+    slow.update(fresh)
+    assert slow.module.weight.item() == pytest.approx(0.9)
