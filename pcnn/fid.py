@@ -716,6 +716,20 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def _kid_subset(n: int) -> int:
+    """Default KID subset size: half the set (at most 1000), so that subsets differ from the whole set."""
+    return max(2, min(1000, n // 2))
+
+
+def _floor_rows(
+    data_root: str | Path, n_per_class: int, seed: int
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Real sets A (`select_real_reference(seed)`) and B (`seed + 1`, disjoint from A) of the floor."""
+    rows_a = select_real_reference(data_root, n_per_class, seed)
+    rows_b = select_real_reference(data_root, n_per_class, seed + 1, exclude=[r for r, _ in rows_a])
+    return rows_a, rows_b
+
+
 def matched_fid(
     samples_uint8: torch.Tensor,
     reference_uint8: torch.Tensor,
@@ -745,7 +759,7 @@ def matched_fid(
     if model is None:
         model = _standard_model(dims, device)
     n = samples_uint8.shape[0]
-    subset = kid_subset_size if kid_subset_size is not None else max(2, min(1000, n // 2))
+    subset = kid_subset_size if kid_subset_size is not None else _kid_subset(n)
     f_s = image_features(
         samples_uint8,
         model,
@@ -783,8 +797,7 @@ def matched_floor(
     Set A is ``select_real_reference(seed)``, set B ``select_real_reference(seed + 1, exclude=A)``; a
     perfect model would score about this FID (it is not 0: FID is biased upward at 1000 samples).
     """
-    rows_a = select_real_reference(data_root, n_per_class, seed)
-    rows_b = select_real_reference(data_root, n_per_class, seed + 1, exclude=[r for r, _ in rows_a])
+    rows_a, rows_b = _floor_rows(data_root, n_per_class, seed)
     a = _load_resized(data_root, rows_a, progress)
     b = _load_resized(data_root, rows_b, progress)
     return matched_fid(
@@ -831,8 +844,7 @@ def matched_protocol(
     """
     samples = _to_uint8(samples)
     sample_labels = np.asarray(torch.as_tensor(sample_labels).cpu())
-    rows_a = select_real_reference(data_root, n_per_class, seed)
-    rows_b = select_real_reference(data_root, n_per_class, seed + 1, exclude=[r for r, _ in rows_a])
+    rows_a, rows_b = _floor_rows(data_root, n_per_class, seed)
     if samples.shape[0] != len(rows_a):
         raise ValueError(
             f"the matched protocol needs equal counts, got {samples.shape[0]} samples and "
@@ -850,7 +862,7 @@ def matched_protocol(
             images, model, batch_size=batch_size, device=device, progress=progress, desc=f"Inception {name}"
         )
     n = samples.shape[0]
-    subset = max(2, min(1000, n // 2))
+    subset = _kid_subset(n)
     labels_a = [label for _, label in rows_a]
     labels_b = [label for _, label in rows_b]
     result: dict[str, Any] = {
