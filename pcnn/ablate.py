@@ -13,6 +13,7 @@ settings) is not retrained, an interrupted one resumes from its last checkpoint.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -189,16 +190,18 @@ def run_ablation(
     rows: list[dict[str, Any]] = []
     for name in variants if variants is not None else default_variants(base):
         run_dir = out / name
-        row_path = run_dir / "row.json"
-        if row_path.is_file():
-            saved = json.loads(row_path.read_text())
-            if saved.get("settings") == settings:
-                rows.append(saved["row"])
-                _write(out, rows)
-                continue
         config = variant_config(
             base, name, budget, seed=seed, eval_subset=eval_subset, polyak_decay=polyak_decay
         )
+        row_settings = {**settings, "config": config.to_dict()}
+        row_path = run_dir / "row.json"
+        if row_path.is_file():
+            saved = json.loads(row_path.read_text())
+            if saved.get("settings") == row_settings:
+                rows.append(saved["row"])
+                _write(out, rows)
+                continue
+        _set_aside_if_stale(run_dir, config)
         result = train(config, data_dir=root, run_dir=run_dir, resume=True, progress=progress, device=device)
         checkpoint = result.last_checkpoint
         if checkpoint is None:
@@ -215,10 +218,25 @@ def run_ablation(
         }
         row.update(_evaluate(checkpoint, root, eval_subset=eval_subset, device=device, progress=progress))
         row.update(_fid(checkpoint, root, per_class=fid_per_class, seeds=fid_seeds, device=device))
-        row_path.write_text(json.dumps({"settings": settings, "row": row}, indent=2) + "\n")
+        row_path.write_text(json.dumps({"settings": row_settings, "row": row}, indent=2) + "\n")
         rows.append(row)
         _write(out, rows)
     return rows
+
+
+def _set_aside_if_stale(run_dir: Path, config: RunConfig) -> None:
+    """Move a variant's run folder to `superseded/` when it trained another config (a changed profile).
+
+    Resuming it would keep the old run (a finished run does not retrain), so its row would silently
+    describe the previous config; moving rather than deleting it loses nothing.
+    """
+    recorded = run_dir / "config.json"
+    if not recorded.is_file() or RunConfig.from_dict(json.loads(recorded.read_text())) == config:
+        return
+    target = run_dir.parent / "superseded" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.parent.mkdir(exist_ok=True)
+    run_dir.rename(target)
+    print(f"ablation variant {run_dir.name}: its config changed; the old run moved to {target}")
 
 
 def _write(out: Path, rows: list[dict[str, Any]]) -> None:

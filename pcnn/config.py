@@ -85,6 +85,10 @@ class TrainConfig:
     max_nonfinite_steps: int = 10
     disc_weight: float = 0.0  # weight of the hybrid objective's cross-entropy term
     disc_fraction: float = 0.25  # share of each batch that the discriminative term scores
+    # Divides the class log-likelihoods (nats) inside the training cross-entropy only: at 1 the posterior
+    # is nearly one-hot (classes differ by hundreds of nats) and only misclassified images give gradient;
+    # a larger temperature gives every image a graded margin. Prediction is unchanged (the argmax).
+    disc_temperature: float = 1.0
     grad_clip: float = 0.0  # 0 disables clipping
     last_checkpoint_minutes: float = 0.0  # write `last` at an epoch end at most this often; 0 = every epoch
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
@@ -119,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"train.holdout_fraction must lie in [0, 1), got {self.holdout_fraction}")
         if self.disc_weight < 0 or not 0.0 < self.disc_fraction <= 1.0:
             raise ValueError("train.disc_weight must be >= 0 and train.disc_fraction in (0, 1]")
+        if self.disc_temperature <= 0:
+            raise ValueError(f"train.disc_temperature must be > 0, got {self.disc_temperature}")
 
 
 @dataclass

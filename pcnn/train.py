@@ -3,7 +3,8 @@
 The loss is the mean negative log-likelihood of the batch in **bits per dimension** (nats per image divided
 by 3*H*W*ln 2), so the number in the logs is directly the bits/dim; with the hybrid objective
 (`disc_weight` > 0) the cross-entropy of the Bayes posterior (nats per image) on the first
-`disc_fraction` of the batch is added, weighted by `disc_weight`.
+`disc_fraction` of the batch is added, weighted by `disc_weight` (its class log-likelihoods divided by
+`disc_temperature`).
 
 Exact resume: a run's randomness is the model initialisation and dropout (torch's global generator,
 seeded from `seed`) and the data order and augmentation (pure functions of seed, epoch and position, see
@@ -222,7 +223,7 @@ class TrainStep:
         class_ll = -nll[: nd * k].view(nd, k)
         own = torch.cat([-class_ll.gather(1, labels[:nd, None]).squeeze(1), nll[nd * k :]])
         bpd = own.mean() * scale
-        cross_entropy = F.nll_loss(posterior(class_ll), labels[:nd])
+        cross_entropy = F.nll_loss(posterior(class_ll / self.config.disc_temperature), labels[:nd])
         return bpd + weight * cross_entropy, bpd
 
     def __call__(self, x: Tensor, labels: Tensor) -> float:

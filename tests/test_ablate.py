@@ -116,3 +116,28 @@ def test_paired_effect_reports_differences_and_missing_rows() -> None:
     assert effect["bpd_change"] == pytest.approx(0.1)
     assert paired_effect(rows, "gated-bias", "none")["accuracy_change"] is None
     assert paired_effect(rows, "gated-bias", "gated-bias+polyak") is None
+
+
+def test_run_ablation_retrains_a_variant_whose_base_config_changed(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data = make_synthetic(
+        tmp_path / "data", seed=0, image_size=8, counts={"train": 4, "validation": 2, "test": 1}
+    )
+    kwargs = dict(
+        out_dir=tmp_path / "ablation",
+        budget={"max_steps": 2},
+        data_dir=data,
+        variants=["gated-bias"],
+        eval_subset=8,
+        device="cpu",
+        progress=False,
+    )
+    first = run_ablation(tiny_base(), **kwargs)
+    changed = tiny_base()
+    changed.train.lr = 1e-2
+    second = run_ablation(changed, **kwargs)
+    recorded = json.loads((tmp_path / "ablation" / "gated-bias" / "config.json").read_text())
+    assert recorded["train"]["lr"] == 1e-2 and second[0]["steps"] == first[0]["steps"] == 2
+    superseded = list((tmp_path / "ablation" / "superseded").iterdir())
+    old_config = json.loads((superseded[0] / "config.json").read_text())
+    assert len(superseded) == 1 and old_config["train"]["lr"] == 2e-3

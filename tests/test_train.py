@@ -118,6 +118,9 @@ def test_seed_profile_is_the_original_configuration() -> None:
     assert profile("cpu").train.max_minutes == 60
     config = apply_overrides(profile("smoke"), ["train.epochs=3", "model.nr_filters=64", "train.polyak=true"])
     assert (config.train.epochs, config.model.nr_filters, config.train.polyak) == (3, 64, True)
+    for bad in ("train.disc_temperature=0", "train.disc_fraction=1.5", "train.precision=fp16"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            apply_overrides(profile("smoke"), [bad])
 
 
 def test_data_order_is_a_pure_function_of_seed_and_epoch() -> None:
@@ -163,15 +166,18 @@ def test_train_step_is_adam_on_the_bits_per_dim_loss() -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=2.5 * config.lr)  # one Adam step moves at most ~lr
 
 
-def test_hybrid_objective_adds_the_posterior_cross_entropy() -> None:
-    config = tiny_config(disc_weight=0.5, disc_fraction=0.5).train
+@pytest.mark.parametrize("temperature", [1.0, 1e6])
+def test_hybrid_objective_adds_the_posterior_cross_entropy(temperature: float) -> None:
+    config = tiny_config(disc_weight=0.5, disc_fraction=0.5, disc_temperature=temperature).train
     torch.manual_seed(0)
     model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
     x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
     with torch.no_grad():
         ll = class_log_likelihoods(model, x)
         bpd = (-ll[torch.arange(4), labels]).mean() / (3 * 64 * math.log(2))
-        ce = torch.nn.functional.nll_loss(posterior(ll[:2]), labels[:2])
+        ce = torch.nn.functional.nll_loss(posterior(ll[:2] / temperature), labels[:2])
+    if temperature > 1e5:  # so hot that the posterior is uniform: the term is log K whatever the image
+        assert ce.item() == pytest.approx(math.log(4), rel=1e-4)
     step = TrainStep(model, build_optimizer(model, config), config)
     loss = step(x, labels)
     assert step.bits_per_dim == pytest.approx(bpd.item(), rel=1e-5)
