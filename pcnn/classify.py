@@ -6,6 +6,8 @@ from batched forward passes over (image, class) pairs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -57,7 +59,7 @@ def prefix_log_likelihood_curves(model: PixelCNNPP, x: Tensor, chunk: int = 256)
 def log_prior(num_classes: int, prior: Tensor | None = None, device: torch.device | None = None) -> Tensor:
     """Log of the class prior: uniform when `prior` is None, else the given probabilities (normalised)."""
     if prior is None:
-        return torch.full((num_classes,), -torch.log(torch.tensor(float(num_classes))).item(), device=device)
+        return torch.full((num_classes,), -math.log(num_classes), device=device)
     prior = torch.as_tensor(prior, dtype=torch.float32, device=device)
     if prior.shape != (num_classes,) or (prior < 0).any() or prior.sum() <= 0:
         raise ValueError(f"prior must be {num_classes} non-negative numbers with a positive sum")

@@ -81,7 +81,7 @@ class TrainConfig:
         "auto"  # auto | on | off (auto: on for CUDA, off on the CPU, where compiling takes minutes)
     )
     fast_path: str = "auto"  # auto | on | off: the restructured training forward and fused likelihood
-    channels_last: str = "auto"  # auto | on | off: activation layout of the fast path (auto: on CUDA)
+    channels_last: str = "auto"  # auto | on | off: activation layout of the fast path (auto: on)
     max_nonfinite_steps: int = 10
     disc_weight: float = 0.0  # weight of the hybrid objective's cross-entropy term
     disc_fraction: float = 0.25  # share of each batch that the discriminative term scores
@@ -190,6 +190,7 @@ def _cpu() -> RunConfig:
             # The hybrid objective: within the hour it lifts Bayes accuracy far faster than the plain
             # likelihood, at a cost in bits/dim that the ablation's `gated-bias+generative` row shows.
             disc_weight=0.01,
+            compile="on",  # ~2 minutes of compiling buy 12-17% faster steps for the rest of the hour
         ),
     )
 

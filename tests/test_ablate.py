@@ -60,6 +60,14 @@ def test_variant_config_applies_modifiers(name, base_weight, variant, polyak, di
     assert (config.train.seed, config.train.max_steps, config.train.eval_subset) == (7, 5, 3)
 
 
+def test_short_variants_are_not_compiled() -> None:
+    base = tiny_base()
+    base.train.compile = "on"
+    short = variant_config(base, "film", {"max_steps": 150}, seed=0, eval_subset=0, polyak_decay=0.9)
+    long = variant_config(base, "film", {"max_minutes": 60}, seed=0, eval_subset=0, polyak_decay=0.9)
+    assert (short.train.compile, long.train.compile) == ("off", "on")
+
+
 @pytest.mark.parametrize("name", ["gated", "gated-bias+fast", "gated-bias+hybrid+generative"])
 def test_variant_config_rejects_unknown_names(name: str) -> None:
     with pytest.raises(ValueError, match="ablation variant"):

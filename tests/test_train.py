@@ -184,6 +184,45 @@ def test_hybrid_objective_adds_the_posterior_cross_entropy(temperature: float) -
     assert loss == pytest.approx((bpd + 0.5 * ce).item(), rel=1e-5)
 
 
+def test_compiled_step_trains_like_the_eager_one() -> None:
+    """The `cpu` profile compiles its step on the CPU: same losses as eager, up to float rounding.
+
+    Slow on a fresh machine (inductor compiles C++ for a minute or two; later runs hit its cache)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    twin = build_model(model.config)
+    twin.load_state_dict(model.state_dict())
+    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
+    steps = []
+    for net, mode in ((model, "on"), (twin, "off")):
+        config = tiny_config(compile=mode, disc_weight=0.1, disc_fraction=0.5).train
+        steps.append(make_train_step(net, build_optimizer(net, config), config))
+    compiled, eager = steps
+    for _ in range(3):
+        assert compiled(x, labels) == pytest.approx(eager(x, labels), rel=1e-5)
+    assert compiled.compiled and not eager.compiled
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_objective(capsys) -> None:
+    config = tiny_config().train
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        expected = dmol_nll(x, model(x, labels)).mean() / (3 * 64 * math.log(2))
+    step = make_train_step(model, build_optimizer(model, config), config)
+
+    def broken_compiler(*args):
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+    step.compiled, step.objective = True, broken_compiler  # what a compiled objective does without gcc
+    assert step(x, labels) == pytest.approx(expected.item(), rel=1e-5)
+    assert not step.compiled and "training without it" in capsys.readouterr().err
+    step.compiled, step.objective = True, broken_compiler
+    with pytest.raises(ValueError, match="labels must lie"):  # a real error is not swallowed
+        step(x, torch.tensor([0, 1, 2, 9]))
+
+
 def test_non_finite_loss_skips_the_update() -> None:
     config = tiny_config().train
     torch.manual_seed(0)
