@@ -198,8 +198,8 @@ class TrainStep:
         self.conditional = self.inner.config.conditioning != "none"
         if train_config.disc_weight > 0 and not self.conditional:
             raise ValueError("the hybrid objective (disc_weight > 0) needs a conditional model")
-        self.compiled = resolve_compile(train_config, self.device)
-        self.objective = torch.compile(self._objective) if self.compiled else self._objective
+        compiled = resolve_compile(train_config, self.device)
+        self.objective = torch.compile(self._objective) if compiled else self._objective
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         self.skipped = False
@@ -224,22 +224,26 @@ class TrainStep:
         cross_entropy = F.nll_loss(posterior(class_ll / self.config.disc_temperature), labels[:nd])
         return bpd + weight * cross_entropy, bpd
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the step runs the compiled objective (False again after a compiler failure)."""
+        return self.objective != self._objective
+
     def _run_objective(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The objective, compiled when asked; a compiler that fails (no C++ toolchain, an unsupported
         backend) fails at the first call, and then the step says so and continues eagerly."""
-        if not self.compiled:
-            return self._objective(x, labels)
         try:
             return self.objective(x, labels)
-        except Exception as error:  # noqa: BLE001 - any compiler failure; a real bug re-raises below
+        except Exception as error:  # noqa: BLE001 - any compiler failure; a real bug re-raises eagerly
+            if not self.compiled:
+                raise
             print(
                 f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]});"
                 " training without it",
                 file=sys.stderr,
             )
-            self.compiled = False
             self.objective = self._objective
-            return self._objective(x, labels)
+            return self.objective(x, labels)
 
     def __call__(self, x: Tensor, labels: Tensor) -> float:
         x = x.to(self.device, non_blocking=True)
