@@ -89,8 +89,6 @@ def variant_config(
         "train.sample_every=0",
         "train.checkpoint_every=0",
     ]
-    if 0 < budget.get("max_steps", 0) < 1000:
-        overrides.append("train.compile=off")  # compiling costs more than it saves in a short run
     config = apply_overrides(base, overrides)
     config.name = f"{base.name}-ablation-{name}"
     return config

@@ -2,7 +2,7 @@
 
 `FastForward(model)(x, labels)` reads the model's own parameters (so training it trains the model) and
 returns the same DMoL parameters as `model(x, labels)` up to float rounding, with dropout drawn from the
-same distribution. What it does differently, and why:
+same distribution (its rate rounded to a multiple of 2**-16). What it does differently, and why:
 
 - The 1x1 "network in network" layers are plain (batched) matrix products, with no permute copies, in
   either activation layout; `channels_last=True` keeps activations NHWC, which tensor-core convolutions
@@ -12,9 +12,9 @@ same distribution. What it does differently, and why:
 - The down pass's skip `concat_elu(cat(u, ul_skip))` is never built: its 1x1 layer is split into one
   matrix product per part, each added to the convolution output inside the product (`addmm`), with the
   two biases folded into the convolution's.
-- Dropout with p = 0.5 on a CPU draws 64 mask bits per random 64-bit word instead of one generator call
-  per element (the element-wise Bernoulli sampler dominated the step). GPUs and other rates use
-  `F.dropout`, which is cheap there and which torch.compile fuses.
+- Dropout on a CPU splits each random 64-bit word into several mask draws (64 for p = 0.5, 4 otherwise)
+  instead of one generator call per element (the element-wise Bernoulli sampler dominated the step).
+  GPUs use `F.dropout`, which is cheap there and which torch.compile fuses.
 - The gate `x + a * sigmoid(b)` is one fused multiply-add.
 
 The model's module names and state dict are untouched: checkpoints, the cached sampler and evaluation
@@ -34,19 +34,31 @@ from pcnn.model import NUM_SCALES, PixelCNNPP
 _BITS = 64
 
 
-def _half_dropout_scale(like: Tensor) -> Tensor:
-    """Dropout with p = 0.5 as a multiplier: independent fair draws of 0 or 2 (= 1/(1-p)), shaped like `like`.
+def _dropout_scale(like: Tensor, p: float) -> Tensor:
+    """Dropout as a multiplier shaped like `like`: 0 with probability p, else 1/(1-p), in `like`'s dtype.
 
-    Random 64-bit words are split into their bits through a 256-entry table of byte patterns, so the
-    generator runs once per 64 elements, and the multiplier comes out in `like`'s dtype directly (mixed
-    dtype element-wise operations are many times slower than same-dtype ones on a CPU).
+    torch's element-wise Bernoulli sampler calls the generator once per element, which dominated the CPU
+    step; this draws random 64-bit words and splits each into several draws. For p = 0.5 every bit is one
+    fair draw (64 per word, through a 256-entry table of byte patterns). Any other p compares 16-bit
+    slices with a threshold (4 per word), so the rate is p rounded to a multiple of 2**-16 and the kept
+    units are scaled by that rate's 1/(1-p), keeping the mean exactly 1. Mixed-dtype element-wise
+    operations are many times slower than same-dtype ones on a CPU, so the multiplier is built in `like`'s
+    dtype directly.
     """
     n = like.numel()
     device = like.device
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + _BITS - 1) // _BITS,), dtype=torch.int64, device=device)
-    patterns = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
-    table = patterns.to(like.dtype) * 2.0
-    scale = table.index_select(0, words.view(torch.uint8).long()).flatten()[:n]
+    per_word = _BITS if p == 0.5 else 4
+    words = torch.randint(
+        -(2**63), 2**63 - 1, ((n + per_word - 1) // per_word,), dtype=torch.int64, device=device
+    )
+    if p == 0.5:
+        patterns = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
+        table = patterns.to(like.dtype) * 2.0
+        scale = table.index_select(0, words.view(torch.uint8).long()).flatten()[:n]
+    else:
+        threshold = round(p * 2**16)  # a slice is dropped when its unsigned value is below this
+        kept = words.view(torch.int16)[:n] >= threshold - 2**15
+        scale = kept.to(like.dtype) * (2**16 / (2**16 - threshold))
     if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
         b, c, h, w = like.shape
         return scale.view(b, h, w, c).permute(0, 3, 1, 2)
@@ -148,8 +160,8 @@ def _resnet(
             h = _plus_nin(h, part.ce, weight)
     h = F.elu(torch.cat([h, -h], dim=1))
     p = layer.dropout.p
-    if training and p == 0.5 and h.device.type == "cpu":
-        h = h * _half_dropout_scale(h)
+    if training and 0 < p < 1 and round(p * 2**16) < 2**16 and h.device.type == "cpu":
+        h = h * _dropout_scale(h, p)
     elif training and p > 0:
         h = F.dropout(h, p, training=True)
     h = _conv(layer.conv_out, h)

@@ -104,18 +104,28 @@ def resolve_precision(train_config: TrainConfig, device: torch.device) -> torch.
     return None
 
 
-def resolve_compile(train_config: TrainConfig, device: torch.device) -> bool:
-    """Whether to torch.compile the step's forward and loss: `auto` compiles on CUDA only.
+# On the 2-core CPU compiling costs 1.5-3.5 minutes and then saves 12-17% of every step: it repays itself
+# after about 17 minutes or 1000 steps, so `auto` compiles CPU runs whose budget is at least this long.
+_CPU_COMPILE_MIN_STEPS = 1000
+_CPU_COMPILE_MIN_MINUTES = 20.0
 
-    On the 2-core CPU, compiling takes about two minutes per run (less with inductor's cache) and speeds
-    the fast path's step up by 12-17% (`benchmarks/train_step.py --compile on`),
-    which pays off in an hour-long run (the `cpu` profile sets `on`), not in short runs and tests.
+
+def resolve_compile(train_config: TrainConfig, device: torch.device) -> bool:
+    """Whether to torch.compile the step's forward and loss.
+
+    `auto` compiles on CUDA, and on the CPU only a run whose budget says it is long enough to repay the
+    minutes of compiling (`benchmarks/train_step.py --compile on`): a step budget of at least 1000 steps,
+    or, without one, a wall-clock budget of at least 20 minutes. A run without a budget (tests, a quick
+    look in a notebook) is not compiled on the CPU; `on` forces it.
     """
-    if train_config.compile == "on":
+    tc = train_config
+    if tc.compile != "auto":
+        return tc.compile == "on"
+    if device.type == "cuda":
         return True
-    if train_config.compile == "off":
-        return False
-    return device.type == "cuda"
+    if tc.max_steps:
+        return tc.max_steps >= _CPU_COMPILE_MIN_STEPS
+    return tc.max_minutes >= _CPU_COMPILE_MIN_MINUTES
 
 
 def training_module(model: nn.Module, train_config: TrainConfig) -> nn.Module:

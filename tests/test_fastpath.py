@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pcnn.config import CONDITIONING_VARIANTS
-from pcnn.fastpath import FastForward, _half_dropout_scale
+from pcnn.fastpath import FastForward, _dropout_scale
 from pcnn.likelihood import dmol_nll, dmol_nll_fused
 from tests.conftest import grid_images, tiny_model
 from tests.test_likelihood import random_params
@@ -46,18 +46,23 @@ def test_fused_likelihood_equals_dmol_nll(channels_last: bool) -> None:
         dmol_nll_fused(x.requires_grad_(), b)
 
 
-def test_half_dropout_draws_fair_zero_or_two() -> None:
-    like = torch.empty(4, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.3])
+def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean(p: float) -> None:
+    like = torch.empty(4, 16, 16, 16).contiguous(memory_format=torch.channels_last)
     torch.manual_seed(0)
-    scale = _half_dropout_scale(like)
+    scale = _dropout_scale(like, p)
     assert scale.shape == like.shape and scale.is_contiguous(memory_format=torch.channels_last)
-    assert set(scale.unique().tolist()) == {0.0, 2.0}
-    assert abs(scale.mean().item() - 1.0) < 0.05
+    values = scale.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p), rel=1e-4)
+    dropped = (scale == 0).float().mean().item()
+    sigma = (p * (1 - p) / scale.numel()) ** 0.5
+    assert abs(dropped - p) < 5 * sigma and abs(scale.mean().item() - 1.0) < 5 * sigma / (1 - p)
     torch.manual_seed(0)
-    assert torch.equal(_half_dropout_scale(like), scale)  # seeded by torch's generator, like F.dropout
-    # neighbouring elements are independent: pairs agree about half the time
+    assert torch.equal(_dropout_scale(like, p), scale)  # seeded by torch's generator, like F.dropout
+    # neighbouring elements are independent: pairs agree with probability p^2 + (1-p)^2
     flat = scale.permute(0, 2, 3, 1).flatten()
-    assert abs((flat[1:] == flat[:-1]).float().mean().item() - 0.5) < 0.05
+    agree = (flat[1:] == flat[:-1]).float().mean().item()
+    assert abs(agree - (p**2 + (1 - p) ** 2)) < 0.02
 
 
 def test_fast_forward_dropout_is_active_only_in_training() -> None:

@@ -23,7 +23,15 @@ from pcnn.data import make_synthetic
 from pcnn.likelihood import dmol_nll
 from pcnn.model import build_model
 from pcnn.runrecord import read_losses, read_metrics
-from pcnn.train import NonFiniteLossError, TrainStep, build_optimizer, lr_at, make_train_step, train
+from pcnn.train import (
+    NonFiniteLossError,
+    TrainStep,
+    build_optimizer,
+    lr_at,
+    make_train_step,
+    resolve_compile,
+    train,
+)
 from pcnn.train_cli import add_train_parser
 from pcnn.train_data import epoch_order, holdout_split, rank_batches, sample_seed, subset_indices
 from tests.conftest import grid_images
@@ -201,6 +209,26 @@ def test_compiled_step_trains_like_the_eager_one() -> None:
     for _ in range(3):
         assert compiled(x, labels) == pytest.approx(eager(x, labels), rel=1e-5)
     assert compiled.compiled and not eager.compiled
+
+
+@pytest.mark.parametrize(
+    ("compile_mode", "max_steps", "max_minutes", "device", "expected"),
+    [
+        ("auto", 0, 0.0, "cpu", False),  # no budget: a test or a quick look, not worth minutes
+        ("auto", 0, 60.0, "cpu", True),  # the cpu profile's hour
+        ("auto", 0, 10.0, "cpu", False),
+        ("auto", 150, 60.0, "cpu", False),  # the step budget is the sharper statement
+        ("auto", 5000, 0.0, "cpu", True),
+        ("auto", 10, 0.0, "cuda", True),
+        ("on", 10, 0.0, "cpu", True),
+        ("off", 0, 60.0, "cuda", False),
+    ],
+)
+def test_auto_compiles_only_runs_long_enough_to_repay_it(
+    compile_mode: str, max_steps: int, max_minutes: float, device: str, expected: bool
+) -> None:
+    config = TrainConfig(compile=compile_mode, max_steps=max_steps, max_minutes=max_minutes)
+    assert resolve_compile(config, torch.device(device)) is expected
 
 
 def test_a_failing_compiler_falls_back_to_the_eager_objective(capsys) -> None:
