@@ -51,7 +51,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
         help="classify a split by Bayes' rule and write metrics, log-likelihoods and a submission CSV",
         description=(
             "Score every image of a split under every class label, predict the most probable class, and "
-            "write <split>_metrics.json (accuracy with a bootstrap 95%% interval, macro F1, ECE, confusion "
+            "write <split>_metrics.json (accuracy with a bootstrap 95% interval, macro F1, ECE, confusion "
             "matrix, bits/dim under the true label), <split>_log_likelihoods.csv (log p(x|y) and posteriors "
             "per image), and for the test split the course submission CSV (id,label)."
         ),
