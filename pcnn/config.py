@@ -174,7 +174,7 @@ def _smoke() -> RunConfig:
 def _cpu() -> RunConfig:
     return RunConfig(
         name="cpu",
-        # No dropout: an hour is about ten epochs, in which the model underfits (with p = 0.5 its training
+        # No dropout: an hour is about eleven epochs, in which the model underfits (with p = 0.5 its training
         # bits/dim stayed above the validation bits/dim all hour); dropping it also skips the masks.
         model=ModelConfig(nr_resnet=1, nr_filters=40, nr_logistic_mix=10, dropout=0.0),
         train=TrainConfig(

@@ -34,6 +34,12 @@ from pcnn.model import NUM_SCALES, PixelCNNPP
 _BITS = 64
 
 
+def _random_words(draws: int, per_word: int, device: torch.device) -> Tensor:
+    """Enough uniformly random 64-bit words for `draws` draws taking `per_word` draws from each word."""
+    count = (draws + per_word - 1) // per_word
+    return torch.randint(-(2**63), 2**63 - 1, (count,), dtype=torch.int64, device=device)
+
+
 def _dropout_scale(like: Tensor, p: float) -> Tensor:
     """Dropout as a multiplier shaped like `like`: 0 with probability p, else 1/(1-p), in `like`'s dtype.
 
@@ -47,17 +53,14 @@ def _dropout_scale(like: Tensor, p: float) -> Tensor:
     """
     n = like.numel()
     device = like.device
-    per_word = _BITS if p == 0.5 else 4
-    words = torch.randint(
-        -(2**63), 2**63 - 1, ((n + per_word - 1) // per_word,), dtype=torch.int64, device=device
-    )
     if p == 0.5:
+        words = _random_words(n, _BITS, device)
         patterns = (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1
         table = patterns.to(like.dtype) * 2.0
         scale = table.index_select(0, words.view(torch.uint8).long()).flatten()[:n]
     else:
         threshold = round(p * 2**16)  # a slice is dropped when its unsigned value is below this
-        kept = words.view(torch.int16)[:n] >= threshold - 2**15
+        kept = _random_words(n, 4, device).view(torch.int16)[:n] >= threshold - 2**15
         scale = kept.to(like.dtype) * (2**16 / (2**16 - threshold))
     if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
         b, c, h, w = like.shape
