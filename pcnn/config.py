@@ -180,8 +180,10 @@ def _cpu() -> RunConfig:
         train=TrainConfig(
             epochs=1000,
             batch_size=16,
-            lr=2e-4,
-            lr_decay=0.99995,
+            # An hour is about eleven epochs: start at twice the course's 2e-4 and decay by 0.8 per epoch, to
+            # 3.4e-5 by the end of the hour (80.3% against 78.2% for a constant 2e-4; README).
+            lr=4e-4,
+            lr_decay=0.8,
             seed=0,
             max_minutes=60.0,
             eval_every=1,

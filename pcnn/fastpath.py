@@ -40,6 +40,11 @@ def _random_words(draws: int, per_word: int, device: torch.device) -> Tensor:
     return torch.randint(-(2**63), 2**63 - 1, (count,), dtype=torch.int64, device=device)
 
 
+def _drop_threshold(p: float) -> int:
+    """The rate p in steps of 2**-16: a 16-bit slice whose unsigned value is below this is dropped."""
+    return round(p * 2**16)
+
+
 def _dropout_scale(like: Tensor, p: float) -> Tensor:
     """Dropout as a multiplier shaped like `like`: 0 with probability p, else 1/(1-p), in `like`'s dtype.
 
@@ -59,7 +64,7 @@ def _dropout_scale(like: Tensor, p: float) -> Tensor:
         table = patterns.to(like.dtype) * 2.0
         scale = table.index_select(0, words.view(torch.uint8).long()).flatten()[:n]
     else:
-        threshold = round(p * 2**16)  # a slice is dropped when its unsigned value is below this
+        threshold = _drop_threshold(p)
         kept = _random_words(n, 4, device).view(torch.int16)[:n] >= threshold - 2**15
         scale = kept.to(like.dtype) * (2**16 / (2**16 - threshold))
     if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
@@ -163,7 +168,7 @@ def _resnet(
             h = _plus_nin(h, part.ce, weight)
     h = F.elu(torch.cat([h, -h], dim=1))
     p = layer.dropout.p
-    if training and 0 < p < 1 and round(p * 2**16) < 2**16 and h.device.type == "cpu":
+    if training and 0 < _drop_threshold(p) < 2**16 and h.device.type == "cpu":
         h = h * _dropout_scale(h, p)
     elif training and p > 0:
         h = F.dropout(h, p, training=True)
