@@ -9,10 +9,11 @@ oneDNN's weight-gradient kernel was the slowest part of the CPU training step: f
 With the padded input and the output gradient both stored channels-last and the gradient zero-padded to
 the input's width and height, "p + (i, j)" is one constant offset `i * padded_width + j` in the flattened
 pixel order, so each tap is a single matrix product of two contiguous row ranges (no im2col copy): the
-positions that wrap into the next row or image meet zeros of the padded gradient. Measured in one run on
-the project's 2-core CPU this takes 0.57-0.9 of oneDNN's time (0.7-0.8 at the `cpu` profile's 32x32
-shapes, 0.57 at the `seed` profile's 256-channel ones). The forward and the input gradient stay with
-oneDNN, which is faster at those.
+positions that wrap into the next row or image meet zeros of the padded gradient. On the project's 2-core
+CPU (`python benchmarks/conv_weight_grad.py --reps 40`, one run) this took 0.82-0.86 of oneDNN's time at
+the `cpu` profile's 32x32 layers (batch 16) and 0.67-0.68 at the 256-channel 32x32 layers of the `seed`
+width (batch 32); small layers stay with oneDNN (`MIN_PIXELS`). The forward and the input gradient stay
+with oneDNN, which is as fast or faster at those.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _PARTS = 2  # the pixel sum is split in two halves, one batched product: MKL spreads it better over threads
+# Below this many output pixels (batch x height x width) the products were slower than oneDNN's kernel:
+# 1.09x and 1.21x its time at the `cpu` profile's 16x16 and 8x8 layers (batch 16), in the run above.
+MIN_PIXELS = 8192
 
 
 @torch.library.custom_op("pcnn::padded_conv_weight_grad", mutates_args=())
@@ -77,7 +81,9 @@ class _PaddedConv(torch.autograd.Function):
 
 def padded_conv2d(padded_input: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """`F.conv2d(padded_input, weight, bias)` (stride 1, input already padded), same values and gradients;
-    on a CPU its weight gradient is the faster one of this module."""
-    if padded_input.device.type != "cpu":
+    on a CPU, for layers of at least `MIN_PIXELS` output pixels, its weight gradient is this module's."""
+    b, _, hp, wp = padded_input.shape
+    pixels = b * (hp - weight.shape[2] + 1) * (wp - weight.shape[3] + 1)
+    if padded_input.device.type != "cpu" or pixels < MIN_PIXELS:
         return F.conv2d(padded_input, weight, bias)
     return _PaddedConv.apply(padded_input, weight, bias)

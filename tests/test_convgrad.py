@@ -6,12 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pcnn import convgrad
 from pcnn.convgrad import padded_conv2d, padded_conv_weight_grad
 
 # (kernel, padding (left, right, top, bottom)) of the model's stride-1 convolutions
 SHIFTED = [((2, 3), (1, 1, 1, 0)), ((2, 2), (1, 0, 1, 0)), ((1, 3), (1, 1, 0, 0)), ((2, 1), (0, 0, 1, 0))]
 
 
+@pytest.fixture
+def every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small test layers take the matrix-product weight gradient too (not only layers of MIN_PIXELS)."""
+    monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)
+
+
+@pytest.mark.usefixtures("every_layer")
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(("kernel", "padding"), SHIFTED)
 def test_gradients_match_conv2d_and_pass_gradcheck(kernel, padding, channels_last: bool) -> None:
@@ -49,6 +57,16 @@ def test_weight_gradient_of_a_real_sized_float32_layer() -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
 
 
+def test_only_layers_of_min_pixels_take_the_products() -> None:
+    weight, bias = torch.randn(4, 3, 2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
+    side = int((convgrad.MIN_PIXELS / 2) ** 0.5) + 1  # two images just past the threshold
+    large = padded_conv2d(torch.randn(2, 3, side + 1, side + 2), weight, bias)
+    small = padded_conv2d(torch.randn(2, 3, 5, 6), weight, bias)
+    assert type(large.grad_fn).__name__ == "_PaddedConvBackward"
+    assert type(small.grad_fn).__name__ != "_PaddedConvBackward"
+
+
+@pytest.mark.usefixtures("every_layer")
 def test_only_the_weight_and_bias_get_gradients_when_the_input_needs_none() -> None:
     xp = torch.randn(2, 3, 5, 6)
     weight = torch.randn(4, 3, 2, 3, requires_grad=True)
