@@ -61,12 +61,12 @@ class _PaddedConv(torch.autograd.Function):
     """conv2d(padded_input, weight, bias) at stride 1, with the weight gradient above."""
 
     @staticmethod
-    def forward(ctx, padded_input: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx, padded_input: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ctx.save_for_backward(padded_input, weight)
         return F.conv2d(padded_input, weight, bias)
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:  # noqa: ANN001
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         padded_input, weight = ctx.saved_tensors
         grad_input = None
         if ctx.needs_input_grad[0]:
@@ -81,9 +81,13 @@ class _PaddedConv(torch.autograd.Function):
 
 def padded_conv2d(padded_input: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """`F.conv2d(padded_input, weight, bias)` (stride 1, input already padded), same values and gradients;
-    on a CPU, for layers of at least `MIN_PIXELS` output pixels, its weight gradient is this module's."""
+    on a CPU, for layers of at least `MIN_PIXELS` output pixels, its weight gradient is this module's.
+
+    Under CPU autocast it is plain `F.conv2d`: autocast casts inside the forward but not the backward, so the
+    saved float32 input would meet a bf16 gradient there."""
     b, _, hp, wp = padded_input.shape
     pixels = b * (hp - weight.shape[2] + 1) * (wp - weight.shape[3] + 1)
-    if padded_input.device.type != "cpu" or pixels < MIN_PIXELS:
+    cpu = padded_input.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    if not cpu or pixels < MIN_PIXELS:
         return F.conv2d(padded_input, weight, bias)
     return _PaddedConv.apply(padded_input, weight, bias)

@@ -74,3 +74,15 @@ def test_only_the_weight_and_bias_get_gradients_when_the_input_needs_none() -> N
     padded_conv2d(xp, weight, bias).sum().backward()
     assert xp.grad is None and weight.grad is not None
     torch.testing.assert_close(bias.grad, torch.full((4,), 2.0 * 4 * 4))
+
+
+@pytest.mark.usefixtures("every_layer")
+def test_cpu_autocast_falls_back_to_conv2d() -> None:
+    """bf16 autocast casts inside the forward only; the layer then trains through F.conv2d itself."""
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    weight, bias = torch.randn(4, 3, 2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = padded_conv2d(x, weight, bias)
+    assert y.dtype == torch.bfloat16 and type(y.grad_fn).__name__ != "_PaddedConvBackward"
+    y.float().sum().backward()
+    assert weight.grad is not None and x.grad is not None

@@ -213,6 +213,23 @@ def test_compiled_step_trains_like_the_eager_one(monkeypatch: pytest.MonkeyPatch
     assert compiled.compiled and not eager.compiled
 
 
+def test_bf16_autocast_step_trains_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set train.precision=bf16` on any CPU: the step runs (the fast convolutions fall back under
+    autocast) and updates the model, with a loss close to the float32 step's."""
+    monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    twin = build_model(model.config)
+    twin.load_state_dict(model.state_dict())
+    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
+    losses = []
+    for net, precision in ((model, "bf16"), (twin, "fp32")):
+        config = tiny_config(precision=precision).train
+        losses.append(make_train_step(net, build_optimizer(net, config), config)(x, labels))
+    assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=0.02)
+    assert not torch.equal(model.u_init.bias, torch.zeros_like(model.u_init.bias))
+
+
 @pytest.mark.parametrize(
     ("compile_mode", "max_steps", "max_minutes", "device", "expected"),
     [
