@@ -97,9 +97,10 @@ def _conv(
 ) -> Tensor:
     weight = layer.wn.weight() if weight is None else weight
     bias = layer.bias if bias is None else bias
+    padded = F.pad(x, layer.padding)
     if layer.stride == 1:
-        return padded_conv2d(F.pad(x, layer.padding), weight, bias)
-    return F.conv2d(F.pad(x, layer.padding), weight, bias, stride=layer.stride)
+        return padded_conv2d(padded, weight, bias)
+    return F.conv2d(padded, weight, bias, stride=layer.stride)
 
 
 def _deconv(layer: ShiftedDeconv2d, x: Tensor) -> Tensor:

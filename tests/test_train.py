@@ -193,21 +193,31 @@ def test_hybrid_objective_adds_the_posterior_cross_entropy(temperature: float) -
     assert loss == pytest.approx((bpd + 0.5 * ce).item(), rel=1e-5)
 
 
+def twin_steps(
+    *settings: dict[str, object],
+) -> tuple[list[torch.nn.Module], list[TrainStep], torch.Tensor, torch.Tensor]:
+    """Identically initialised tiny models (no dropout), one training step per dict of `tiny_config`
+    settings, and one batch of 8x8 grid images with a label each."""
+    torch.manual_seed(0)
+    first = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    models = [first]
+    for _ in settings[1:]:
+        models.append(build_model(first.config))
+        models[-1].load_state_dict(first.state_dict())
+    steps = []
+    for net, overrides in zip(models, settings):
+        config = tiny_config(**overrides).train
+        steps.append(make_train_step(net, build_optimizer(net, config), config))
+    return models, steps, grid_images(4, 8), torch.tensor([0, 1, 2, 3])
+
+
 def test_compiled_step_trains_like_the_eager_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """The `cpu` profile compiles its step on the CPU: same losses as eager, up to float rounding.
 
     Slow on a fresh machine (inductor compiles C++ for a minute or two; later runs hit its cache)."""
     monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)  # the tiny layers take the CPU weight gradient too
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
-    twin = build_model(model.config)
-    twin.load_state_dict(model.state_dict())
-    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
-    steps = []
-    for net, mode in ((model, "on"), (twin, "off")):
-        config = tiny_config(compile=mode, disc_weight=0.1, disc_fraction=0.5).train
-        steps.append(make_train_step(net, build_optimizer(net, config), config))
-    compiled, eager = steps
+    hybrid = dict(disc_weight=0.1, disc_fraction=0.5)
+    _, (compiled, eager), x, labels = twin_steps(dict(compile="on", **hybrid), dict(compile="off", **hybrid))
     for _ in range(3):
         assert compiled(x, labels) == pytest.approx(eager(x, labels), rel=1e-5)
     assert compiled.compiled and not eager.compiled
@@ -217,15 +227,8 @@ def test_bf16_autocast_step_trains_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -
     """`--set train.precision=bf16` on any CPU: the step runs (the fast convolutions fall back under
     autocast) and updates the model, with a loss close to the float32 step's."""
     monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
-    twin = build_model(model.config)
-    twin.load_state_dict(model.state_dict())
-    x, labels = grid_images(4, 8), torch.tensor([0, 1, 2, 3])
-    losses = []
-    for net, precision in ((model, "bf16"), (twin, "fp32")):
-        config = tiny_config(precision=precision).train
-        losses.append(make_train_step(net, build_optimizer(net, config), config)(x, labels))
+    (model, _), steps, x, labels = twin_steps(dict(precision="bf16"), dict(precision="fp32"))
+    losses = [step(x, labels) for step in steps]
     assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=0.02)
     assert not torch.equal(model.u_init.bias, torch.zeros_like(model.u_init.bias))
 
