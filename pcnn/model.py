@@ -21,6 +21,12 @@ from pcnn.layers import (
 NUM_SCALES = 3
 
 
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Fail clearly on a label outside 0..num_classes-1 (one_hot would fail obscurely, or not at all)."""
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+
+
 class PixelCNNPP(nn.Module):
     """Conditional PixelCNN++: `model(x, labels)` maps images in [-1, 1] to DMoL parameters (B, 10M, H, W)."""
 
@@ -91,8 +97,8 @@ class PixelCNNPP(nn.Module):
         labels = torch.as_tensor(labels, device=device).long().reshape(-1)
         if labels.numel() != batch:
             raise ValueError(f"got {labels.numel()} labels for a batch of {batch} images")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.config.num_classes):
-            raise ValueError(f"labels must lie in 0..{self.config.num_classes - 1}")
+        if not torch.compiler.is_compiling():  # compiled callers check first (a graph break otherwise)
+            check_labels(labels, self.config.num_classes)
         one_hot = F.one_hot(labels, self.config.num_classes).to(self.out.bias.dtype)
         shared = self.shared_label(one_hot) if self.config.conditioning == "single-matrix" else None
         spatial = None

@@ -44,7 +44,7 @@ from pcnn.distributed import DistInfo
 from pcnn.ema import EMA, unwrap
 from pcnn.fastpath import FastForward
 from pcnn.likelihood import dmol_nll, dmol_nll_fused
-from pcnn.model import build_model
+from pcnn.model import build_model, check_labels
 from pcnn.runrecord import RunRecord, provenance, read_metrics
 from pcnn.train_data import (
     AugmentedView,
@@ -258,6 +258,8 @@ class TrainStep:
     def __call__(self, x: Tensor, labels: Tensor) -> float:
         x = x.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
+        if self.conditional:
+            check_labels(labels, self.inner.config.num_classes)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(
             self.device.type,
