@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from pcnn.config import ModelConfig
 from pcnn.convgrad import padded_conv2d
 from pcnn.layers import NIN, GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d
+from pcnn.layers import concat_elu as plain_concat_elu
 from pcnn.model import NUM_SCALES, PixelCNNPP
 
 _BITS = 64
@@ -84,14 +85,14 @@ class _ConcatElu(torch.autograd.Function):
     e = expm1(-|x|) serves both halves, and the gradient needs only e and the sign (exp(-|x|) = e + 1)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001 - autograd's context
+    def forward(ctx, x: Tensor) -> Tensor:
         positive = x > 0
         e = torch.expm1(-x.abs())
         ctx.save_for_backward(positive, e)
         return torch.cat([torch.where(positive, x, e), torch.where(positive, e, -x)], dim=1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, grad: Tensor) -> Tensor:
         positive, e = ctx.saved_tensors
         grad_pos, grad_neg = grad.chunk(2, dim=1)
         slope = e + 1
@@ -104,7 +105,7 @@ def concat_elu(x: Tensor) -> Tensor:
     there is nothing to save."""
     if torch.compiler.is_compiling() and x.requires_grad:
         return _ConcatElu.apply(x)
-    return F.elu(torch.cat([x, -x], dim=1))
+    return plain_concat_elu(x)
 
 
 def _dropout(padded: Tensor, p: float) -> Tensor:

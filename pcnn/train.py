@@ -256,10 +256,10 @@ class TrainStep:
             return self.objective(x, labels)
 
     def __call__(self, x: Tensor, labels: Tensor) -> float:
+        if self.conditional and self.compiled:  # the compiled model skips its own check (a graph break)
+            check_labels(labels, self.inner.config.num_classes)  # before the copy: no device sync
         x = x.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        if self.conditional:
-            check_labels(labels, self.inner.config.num_classes)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(
             self.device.type,
