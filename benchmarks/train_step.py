@@ -52,9 +52,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _status_mb(field: str) -> float | None:
+def _status_mb(field: str, pid: int | str = "self") -> float | None:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
@@ -145,11 +145,13 @@ def _memory_child(
     setting: tuple[int, int, int], path: str, args: argparse.Namespace, device: torch.device
 ) -> None:
     steps, x, labels, _ = build_steps(setting, args, device, (path,))
-    steps[path](x, labels)  # Adam's state appears on the first step
-    before = _status_mb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set (Linux)
+    steps[path](x, labels)  # Adam's state appears on the first step; helper processes start
+    pids = ["self", *getattr(steps[path], "helper_pids", [])]  # a step's helpers count too
+    before = [_status_mb("VmRSS", pid) for pid in pids]
+    for pid in pids:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets the peak resident set (Linux)
     steps[path](x, labels)
-    print(_status_mb("VmHWM") - before)
+    print(sum(_status_mb("VmHWM", pid) - rss for pid, rss in zip(pids, before)))
 
 
 def bench_setting(
@@ -173,6 +175,7 @@ def bench_setting(
             _sync(device)
             times[name].append(time.perf_counter() - start)
     fast_compiled = steps["fast"].compiled  # False after a compiler failure, whatever was asked
+    processes = 1 + len(steps["fast"].helper_pids)
     del steps
     rate = {name: batch / statistics.median(values) for name, values in times.items()}
     best = {name: batch / min(values) for name, values in times.items()}
@@ -190,6 +193,7 @@ def bench_setting(
         "fast_warmup_s": warm["fast"],
         "precision": str(resolve_precision(train_config, device) or "fp32"),
         "compiled": str(fast_compiled),
+        "processes": processes,
     }
 
 
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['setting']:<28} {r['plain_img_s']:>11.2f} {r['fast_img_s']:>10.2f} {r['ratio']:>5.2f}x "
             f"{r['ratio_best']:>5.2f}x {r['ratio_paired']:>5.2f}x "
             f"{mb(r['plain_peak_mb']):>9} {mb(r['fast_peak_mb']):>8}  "
-            f"{r['precision']}, compiled {r['compiled']}, warm-up {r['fast_warmup_s']:.1f} s",
+            f"{r['precision']}, compiled {r['compiled']}, processes {r['processes']}, "
+            f"warm-up {r['fast_warmup_s']:.1f} s",
             flush=True,
         )
     return 0

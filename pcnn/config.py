@@ -82,6 +82,9 @@ class TrainConfig:
     compile: str = "auto"
     fast_path: str = "auto"  # auto | on | off: the restructured training forward and fused likelihood
     channels_last: str = "auto"  # auto | on | off: activation layout of the fast path (auto: on)
+    # Processes sharing each CPU step, each taking a part of the batch (`pcnn.core_parallel`); 0 = auto:
+    # 2 when the CPU step is compiled and torch has >= 2 threads, else 1. Threads are divided among them.
+    cpu_processes: int = 0
     max_nonfinite_steps: int = 10
     disc_weight: float = 0.0  # weight of the hybrid objective's cross-entropy term
     disc_fraction: float = 0.25  # share of each batch that the discriminative term scores
@@ -112,6 +115,8 @@ class TrainConfig:
                 raise ValueError(
                     f"train.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
+        if self.cpu_processes < 0:
+            raise ValueError(f"train.cpu_processes must be >= 0 (0 = auto), got {self.cpu_processes}")
         if self.batch_size < 1 or self.epochs < 0 or self.eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1 and epochs >= 0")
         for name in ("polyak_decay",):

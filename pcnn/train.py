@@ -17,6 +17,7 @@ state of its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -38,6 +39,7 @@ from pcnn import distributed
 from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
 from pcnn.classify import posterior
 from pcnn.config import ModelConfig, RunConfig, TrainConfig
+from pcnn.core_parallel import CoreParallel, scored_count
 from pcnn.data import CLASS_NAMES, CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
 from pcnn.device import resolve_device
 from pcnn.distributed import DistInfo
@@ -128,6 +130,20 @@ def resolve_compile(train_config: TrainConfig, device: torch.device) -> bool:
     return tc.max_minutes >= _CPU_COMPILE_MIN_MINUTES
 
 
+def resolve_processes(
+    train_config: TrainConfig, device: torch.device, compiled: bool, dist_info: DistInfo
+) -> int:
+    """Processes sharing each CPU step (`pcnn.core_parallel`): `cpu_processes` if set (> 0); auto (0) uses
+    two on a CPU with at least two intra-op threads when the step is compiled, i.e. in a run long enough
+    to repay the helper's start and compile (a minute), and one under torchrun or on a GPU."""
+    tc = train_config
+    if device.type != "cpu" or dist_info.enabled or tc.batch_size < 2:
+        return 1
+    if tc.cpu_processes > 0:
+        return min(tc.cpu_processes, tc.batch_size)
+    return 2 if compiled and torch.get_num_threads() >= 2 else 1
+
+
 def training_module(model: nn.Module, train_config: TrainConfig) -> nn.Module:
     """What the step calls for the forward pass: `FastForward` around the model (fast path), or the model.
 
@@ -180,18 +196,21 @@ class TrainStep:
     """One optimiser step: forward, loss, backward, non-finite guard, clipping, Adam, EMA.
 
     Call it with a batch `(x, labels)`; it returns the loss (averaged over processes under torchrun).
-    After a call, `skipped` says whether the update was skipped because the loss or the gradient was not
-    finite (the parameters are then untouched) and `bits_per_dim` holds the NLL part of the loss.
+    On a CPU it may share each batch with helper processes (`resolve_processes`, `pcnn.core_parallel`),
+    started at the first call; `optimizer=None` builds a step that only computes gradients. After a
+    call, `skipped` says whether the update was skipped because the loss or the gradient was not finite
+    (the parameters are then untouched) and `bits_per_dim` holds the NLL part of the loss.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         train_config: TrainConfig,
         *,
         ema: EMA | None = None,
         dist_info: DistInfo | None = None,
+        compiled: bool | None = None,
     ) -> None:
         # A DistributedDataParallel model already wraps its training module (see `training_module`).
         wrapped = isinstance(model, nn.parallel.DistributedDataParallel)
@@ -204,12 +223,27 @@ class TrainStep:
         self.dist = dist_info or DistInfo()
         self.device = next(self.inner.parameters()).device
         self.autocast_dtype = resolve_precision(train_config, self.device)
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        if optimizer is None:  # gradients only (a helper of `pcnn.core_parallel`)
+            self.params = [p for p in self.inner.parameters() if p.requires_grad]
+        else:
+            self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.conditional = self.inner.config.conditioning != "none"
         if train_config.disc_weight > 0 and not self.conditional:
             raise ValueError("the hybrid objective (disc_weight > 0) needs a conditional model")
-        compiled = resolve_compile(train_config, self.device)
+        compiled = resolve_compile(train_config, self.device) if compiled is None else compiled
         self.objective = torch.compile(self._objective) if compiled else self._objective
+        processes = resolve_processes(train_config, self.device, compiled, self.dist)
+        self.cores = None
+        if processes > 1:
+            self.cores = CoreParallel(
+                self.inner,
+                self.params,
+                functools.partial(_helper_part, train_config=train_config, compiled=compiled),
+                processes,
+                threads=max(1, torch.get_num_threads() // processes),
+                disc_fraction=train_config.disc_fraction if train_config.disc_weight > 0 else None,
+                batch_size=train_config.batch_size,
+            )
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         self.skipped = False
@@ -223,7 +257,7 @@ class TrainStep:
             bpd = self.nll(x, self.model(x, labels)).mean() * scale
             return bpd, bpd
         b, k = x.shape[0], self.inner.config.num_classes
-        nd = max(1, min(b, round(self.config.disc_fraction * b)))
+        nd = scored_count(b, self.config.disc_fraction)
         # The first nd images are scored under every class, the rest under their own label only.
         x_all = torch.cat([x[:nd].repeat_interleave(k, dim=0), x[nd:]])
         labels_all = torch.cat([torch.arange(k, device=x.device).repeat(nd), labels[nd:]])
@@ -255,19 +289,40 @@ class TrainStep:
             self.objective = self._objective
             return self.objective(x, labels)
 
-    def __call__(self, x: Tensor, labels: Tensor) -> float:
-        if self.conditional and self.compiled:  # the compiled model skips its own check (a graph break)
-            check_labels(labels, self.inner.config.num_classes)  # before the copy: no device sync
-        x = x.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
+    def part_backward(
+        self, x: Tensor, labels: Tensor, bpd_weight: float = 1.0, ce_weight: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Backward of a batch part's share of the batch's loss: its bits/dim weighted by `bpd_weight` and
+        its cross-entropy by `ce_weight` (both 1 for a whole batch). Returns (the share, the part's own
+        bits/dim), detached; the gradient accumulates in the parameters' `.grad`."""
         with torch.autocast(
             self.device.type,
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
             loss, bpd = self._run_objective(x, labels)
+        if (bpd_weight, ce_weight) != (1.0, 1.0):
+            loss = bpd_weight * bpd + ce_weight * (loss - bpd)  # loss - bpd: the weighted cross-entropy
         loss.backward()
+        return loss.detach(), bpd.detach()
+
+    @property
+    def helper_pids(self) -> list[int]:
+        """Process ids of the helpers that share the step's work (`pcnn.core_parallel`), once started."""
+        return self.cores.pids if self.cores is not None else []
+
+    def __call__(self, x: Tensor, labels: Tensor) -> float:
+        if self.optimizer is None:
+            raise TypeError("this step was built without an optimiser: it only computes gradients")
+        if self.conditional and self.compiled:  # the compiled model skips its own check (a graph break)
+            check_labels(labels, self.inner.config.num_classes)  # before the copy: no device sync
+        x = x.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cores is None:
+            loss, bpd = self.part_backward(x, labels)
+        else:
+            loss, bpd = self.cores.backward(x, labels, self.part_backward)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)  # equal on every process: gradients are averaged
         summary = torch.stack([loss.detach().float(), bpd.detach().float(), norm.float()])
@@ -285,6 +340,13 @@ class TrainStep:
         return loss_value
 
 
+def _helper_part(model: nn.Module, train_config: TrainConfig, compiled: bool) -> Callable[..., Any]:
+    """In a helper process of `pcnn.core_parallel`: the part-gradient function of a gradient-only step
+    over the helper's copy of the model (which shares the main process's parameters)."""
+    config = dataclasses.replace(train_config, cpu_processes=1)
+    return TrainStep(model.train(), None, config, compiled=compiled).part_backward
+
+
 def make_train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -296,7 +358,8 @@ def make_train_step(
     """The training step `pcnn train` runs with this config: `step(x, labels) -> float` (the loss).
 
     It trains the given model's parameters with the given optimiser, with the config's precision,
-    compilation and objective, so benchmarks and notebooks time and run exactly what the trainer does.
+    compilation, objective and CPU processes, so benchmarks and notebooks time and run exactly what the
+    trainer does.
     """
     return TrainStep(model, optimizer, train_config, ema=ema, dist_info=dist_info)
 

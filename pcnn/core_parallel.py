@@ -1,0 +1,248 @@
+"""Data parallelism over a CPU's cores inside one training step: helper processes take parts of the batch.
+
+One process spreading each operation over two intra-op threads leaves part of a 2-core CPU idle: Python,
+the compiled graph's wrapper and the many small element-wise kernels run between parallel regions, and
+each region ends at a barrier. Two processes with one thread each, every one taking half of the batch, made
+the compiled fp32 step 1.21x faster at nf 128 / mix 100 / batch 32 on the project's 2-core CPU
+(alternating steps in one process; README, "Performance notes"). Python threads instead of processes did
+not gain (0.98x): inductor's compiled kernels hold the GIL.
+
+`CoreParallel` keeps the helpers. The model's parameters move to shared memory, so the helpers read the
+weights that the main process's optimiser updates in place. Each step the main process copies the other
+parts of the batch into shared buffers, computes its own part's gradient meanwhile, and adds the helpers'
+gradients (returned through shared memory) in a fixed order; each helper seeds its dropout with a number
+drawn from the main process's generator. So the step is deterministic, and a resumed run repeats an
+uninterrupted one bit for bit, as with one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+
+# The loss of one part: (x, labels, weight of its bits/dim, weight of its cross-entropy) -> (loss, bits/dim),
+# the loss weighted as the part's share of the batch's loss, with its gradient already accumulated.
+PartBackward = Callable[[Tensor, Tensor, float, float], tuple[Tensor, Tensor]]
+
+
+def scored_count(batch: int, disc_fraction: float) -> int:
+    """How many images of a batch (or part) the hybrid objective scores under every class."""
+    return max(1, min(batch, round(disc_fraction * batch)))
+
+
+def part_sizes(batch: int, parts: int) -> list[int]:
+    """Near-equal part sizes, the larger first (the main process takes the first part)."""
+    base, extra = divmod(batch, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """Run the block with `threads` intra-op threads, restoring the previous count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class CoreParallel:
+    """Helper processes that each compute the gradient of one part of every batch (module docstring).
+
+    `make_part(model) -> PartBackward` builds, in a helper, what computes a part's loss and gradient for
+    the helper's copy of the model (sharing the main model's parameters); it must be picklable. The
+    helpers start at the first step, so building a step stays cheap.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: list[nn.Parameter],
+        make_part: Callable[[nn.Module], PartBackward],
+        processes: int,
+        threads: int,
+        disc_fraction: float | None,
+        batch_size: int,
+    ) -> None:
+        names = {id(p): name for name, p in model.named_parameters()}
+        if any(id(p) not in names for p in params):
+            raise ValueError("every optimised parameter must belong to the model")
+        self.model = model
+        self.params = params
+        self.names = [names[id(p)] for p in params]
+        self.make_part = make_part
+        self.processes = processes
+        self.threads = threads
+        self.disc_fraction = disc_fraction  # None: no hybrid term, every part's loss is its bits/dim
+        self.capacity = math.ceil(batch_size / processes)  # the largest part a helper takes
+        self._helpers: list[_Helper] = []
+
+    @property
+    def pids(self) -> list[int]:
+        """The helper processes' ids (none before the first step)."""
+        return [h.process.pid for h in self._helpers]
+
+    def _start(self, x: Tensor, labels: Tensor) -> None:
+        for p in self.model.parameters():
+            p.data.share_memory_()  # in place: the optimiser keeps updating the same tensors
+        context = mp.get_context("spawn")  # fork would copy this process's OpenMP threads' state
+        for _ in range(self.processes - 1):
+            self._helpers.append(_Helper(context, self, x, labels))
+        self._finalizer = weakref.finalize(self, _stop_all, list(self._helpers))
+        for helper in self._helpers:
+            helper.wait_ready()
+
+    def weights(self, sizes: list[int]) -> list[tuple[float, float]]:
+        """Each part's weights of (its bits/dim, its cross-entropy) in the batch's loss: the batch's mean
+        bits/dim over all images and mean cross-entropy over all scored images."""
+        batch = sum(sizes)
+        if self.disc_fraction is None:
+            return [(n / batch, 0.0) for n in sizes]
+        scored = [scored_count(n, self.disc_fraction) for n in sizes]
+        return [(n / batch, s / sum(scored)) for n, s in zip(sizes, scored)]
+
+    def backward(self, x: Tensor, labels: Tensor, own_part: PartBackward) -> tuple[Tensor, Tensor]:
+        """The batch's (loss, bits/dim), with its gradient in the parameters' `.grad`."""
+        sizes = [n for n in part_sizes(x.shape[0], self.processes) if n > 0]
+        if not self._helpers:
+            self._start(x, labels)
+        weights = self.weights(sizes)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        helpers = self._helpers[: len(sizes) - 1]
+        for helper, start, n, w in zip(helpers, starts[1:], sizes[1:], weights[1:]):
+            seed = int(torch.randint(2**62, ()).item())  # from this process's generator: reproducible
+            helper.submit(x[start : start + n], labels[start : start + n], seed, w)
+        with intra_op_threads(self.threads):
+            loss, bpd = own_part(x[: sizes[0]], labels[: sizes[0]], *weights[0])
+        loss, bpd = loss.detach(), bpd.detach() * weights[0][0]
+        for helper, w in zip(helpers, weights[1:]):
+            part_loss, part_bpd = helper.result()
+            loss, bpd = loss + part_loss, bpd + part_bpd * w[0]
+            for p, grad in zip(self.params, helper.grads):
+                if p.grad is None:
+                    p.grad = grad.clone()
+                else:
+                    p.grad += grad
+        return loss, bpd
+
+
+class _Helper:
+    """One helper process, its pipe, and the shared buffers of its batch part and gradient."""
+
+    def __init__(self, context: Any, owner: CoreParallel, x: Tensor, labels: Tensor) -> None:
+        self.x = torch.empty((owner.capacity, *x.shape[1:]), dtype=x.dtype).share_memory_()
+        self.labels = torch.empty(owner.capacity, dtype=labels.dtype).share_memory_()
+        flat = torch.zeros(sum(p.numel() for p in owner.params)).share_memory_()
+        self.grads = _views(flat, owner.params)
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve,
+            args=(owner.model, owner.names, owner.make_part, owner.threads, child, self.x, self.labels, flat),
+            name="pcnn-step-helper",
+        )
+        self.process.start()
+        child.close()
+
+    def _receive(self) -> Any:
+        try:
+            message = self.conn.recv()
+        except (EOFError, ConnectionError) as error:
+            raise RuntimeError(
+                f"a training helper process (pid {self.process.pid}) died; see its error output above"
+            ) from error
+        if isinstance(message, tuple) and message and message[0] == "error":
+            raise RuntimeError(f"a training helper process failed:\n{message[1]}")
+        return message
+
+    def wait_ready(self) -> None:
+        self._receive()
+
+    def submit(self, x: Tensor, labels: Tensor, seed: int, weights: tuple[float, float]) -> None:
+        if x.shape[0] > self.x.shape[0] or x.shape[1:] != self.x.shape[1:]:
+            raise ValueError(
+                f"a batch part of shape {tuple(x.shape)} does not fit the helpers' buffers "
+                f"{tuple(self.x.shape)}: batches may not exceed train.batch_size, nor images change size"
+            )
+        n = x.shape[0]
+        self.x[:n].copy_(x)
+        self.labels[:n].copy_(labels)
+        self.conn.send((n, seed, weights))
+
+    def result(self) -> tuple[float, float]:
+        loss, bpd = self._receive()
+        return torch.tensor(loss), torch.tensor(bpd)
+
+
+def _views(flat: Tensor, params: list[nn.Parameter]) -> list[Tensor]:
+    """`flat` cut into one view shaped like each parameter, in order."""
+    return [piece.view_as(p) for piece, p in zip(flat.split([p.numel() for p in params]), params)]
+
+
+def _stop_all(helpers: list[_Helper]) -> None:
+    for helper in helpers:
+        with contextlib.suppress(OSError):
+            helper.conn.send(None)
+    for helper in helpers:
+        helper.process.join(timeout=10)
+        if helper.process.is_alive():
+            helper.process.terminate()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed blocks for the next step instead of handing them back to the OS: otherwise a
+    process whose only work is the step faults its activations' pages in anew every step."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 25)  # glibc's largest: 32 MiB
+
+
+def _serve(
+    model: nn.Module,
+    names: list[str],
+    make_part: Callable[[nn.Module], PartBackward],
+    threads: int,
+    conn: Any,
+    x_buffer: Tensor,
+    label_buffer: Tensor,
+    grad_buffer: Tensor,
+) -> None:
+    """A helper's loop: per message (part size, seed, weights), the part's gradient into `grad_buffer`."""
+    try:
+        _keep_freed_memory()
+        torch.set_num_threads(threads)
+        by_name = dict(model.named_parameters())
+        params = [by_name[name] for name in names]
+        grads = _views(grad_buffer, params)
+        part_backward = make_part(model)
+        conn.send("ready")
+        while (message := conn.recv()) is not None:
+            n, seed, weights = message
+            torch.manual_seed(seed)
+            for p in params:
+                p.grad = None
+            loss, bpd = part_backward(x_buffer[:n], label_buffer[:n], *weights)
+            for grad, p in zip(grads, params):
+                if p.grad is None:
+                    grad.zero_()
+                else:
+                    grad.copy_(p.grad)
+            conn.send((loss.item(), bpd.item()))
+    except EOFError:  # the main process is gone
+        return
+    except BaseException:  # noqa: BLE001 - reported to the main process, which raises it
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))

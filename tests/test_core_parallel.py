@@ -1,0 +1,121 @@
+"""Data parallelism over CPU cores within one step (`pcnn.core_parallel`): same loss and gradient as one
+process, reproducible, resumable bit for bit, and loud when a helper dies."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcnn.config import ModelConfig, TrainConfig
+from pcnn.core_parallel import CoreParallel, part_sizes, scored_count
+from pcnn.data import make_synthetic
+from pcnn.model import build_model
+from pcnn.runrecord import read_losses
+from pcnn.train import TrainStep, build_optimizer, make_train_step, resolve_processes, train
+from tests.conftest import grid_images
+from tests.test_train import _assert_same_run, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def steps_of(processes: int, dropout: float = 0.0, steps: int = 2, **train: object):
+    """A tiny model trained `steps` steps on one batch of 5 images: (losses, model, step)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=dropout))
+    config = TrainConfig(batch_size=5, compile="off", cpu_processes=processes, **train)
+    step = make_train_step(model, build_optimizer(model, config), config)
+    x, labels = grid_images(5, 8), torch.tensor([0, 1, 2, 3, 1])
+    return [step(x, labels) for _ in range(steps)], model, step
+
+
+def test_two_processes_train_like_one() -> None:
+    (one, model_one, _), (two, model_two, step) = steps_of(1), steps_of(2)
+    assert len(step.helper_pids) == 1
+    assert two == pytest.approx(one, rel=1e-6)
+    for a, b in zip(model_one.parameters(), model_two.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_two_process_steps_are_reproducible_with_dropout() -> None:
+    (first, model_a, _), (second, model_b, _) = (
+        steps_of(2, dropout=0.5, steps=3),
+        steps_of(2, dropout=0.5, steps=3),
+    )
+    assert first == second  # bit for bit: the helper's dropout is seeded from this process's generator
+    assert all(torch.equal(a, b) for a, b in zip(model_a.parameters(), model_b.parameters()))
+
+
+def test_the_hybrid_loss_weighs_each_part_by_its_images_and_scored_images() -> None:
+    assert part_sizes(5, 2) == [3, 2] and part_sizes(2, 3) == [1, 1, 0]
+    cores = CoreParallel(build_model(ModelConfig(nr_filters=8, image_size=8)), [], None, 2, 1, 0.5, 5)
+    assert [scored_count(n, 0.5) for n in (3, 2)] == [2, 1]
+    assert [w for pair in cores.weights([3, 2]) for w in pair] == pytest.approx([0.6, 2 / 3, 0.4, 1 / 3])
+    hybrid = dict(disc_weight=0.5, disc_fraction=0.5)
+    (losses, _, _) = steps_of(2, steps=1, **hybrid)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    eager = TrainStep(model, None, TrainConfig(batch_size=5, compile="off", **hybrid))
+    x, labels = grid_images(5, 8), torch.tensor([0, 1, 2, 3, 1])
+    with torch.no_grad():
+        parts = [eager._objective(x[:3], labels[:3]), eager._objective(x[3:], labels[3:])]
+    expected = sum(
+        wb * bpd + wc * (loss - bpd) for (loss, bpd), (wb, wc) in zip(parts, cores.weights([3, 2]))
+    )
+    assert losses[0] == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_batch_larger_than_the_configured_one_is_refused() -> None:
+    _, _, step = steps_of(2, steps=1)
+    with pytest.raises(ValueError, match="train.batch_size"):
+        step(grid_images(8, 8), torch.tensor([0, 1, 2, 3] * 2))
+
+
+def test_a_dead_helper_fails_the_step_clearly() -> None:
+    _, _, step = steps_of(2, steps=1)
+    os.kill(step.helper_pids[0], signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="helper process .* died"):
+        step(grid_images(5, 8), torch.tensor([0, 1, 2, 3, 1]))
+
+
+@pytest.mark.parametrize(
+    ("device", "compile_on", "threads", "setting", "expected"),
+    [
+        ("cpu", True, 2, 0, 2),  # auto: a compiled CPU step on two threads
+        ("cpu", False, 2, 0, 1),  # not compiled: a short run, not worth starting a helper
+        ("cpu", True, 1, 0, 1),
+        ("cuda", True, 2, 0, 1),
+        ("cpu", False, 1, 3, 3),  # asked for
+    ],
+)
+def test_auto_splits_only_long_cpu_runs(device, compile_on, threads, setting, expected) -> None:
+    from pcnn.distributed import DistInfo
+
+    torch.set_num_threads(threads)
+    config = TrainConfig(cpu_processes=setting)
+    assert resolve_processes(config, torch.device(device), compile_on, DistInfo()) == expected
+    assert resolve_processes(config, torch.device("cpu"), compile_on, DistInfo(world_size=2)) == 1
+
+
+def test_a_two_process_run_resumes_bit_for_bit(tmp_path: Path) -> None:
+    data_dir = make_synthetic(tmp_path / "data", seed=0, counts={"train": 8, "validation": 4, "test": 4})
+    config = tiny_config(cpu_processes=2, epochs=2)
+    reference = train(config, data_dir=data_dir, run_dir=tmp_path / "reference", progress=False)
+    run = tmp_path / "run"
+    first = train(
+        config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 5
+    )
+    assert first.status == "callback"
+    train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert all(math.isfinite(v) for _, v in read_losses(run))
+    _assert_same_run(run, reference.run_dir)
