@@ -2,11 +2,10 @@
 
 One process spreading each operation over two intra-op threads leaves part of a 2-core CPU idle: Python,
 the compiled graph's wrapper and the many small element-wise kernels run between parallel regions, and
-each region ends at a barrier. Two processes with one thread each, every one taking half of the batch, made
-the compiled fp32 step 1.10x faster at nf 40 / mix 5 / batch 16 and 1.21x at nf 128 / mix 100 / batch 32
-on the project's 2-core CPU
-(alternating steps in one process; README, "Performance notes"). Python threads instead of processes did
-not gain (0.98x): inductor's compiled kernels hold the GIL.
+each region ends at a barrier. Two processes with one thread each, every one taking half of the batch,
+made the compiled fp32 step 1.10x faster at nf 40 / mix 5 / batch 16 and 1.21x at nf 128 / mix 100 /
+batch 32 on the project's 2-core CPU (alternating steps in one process; README, "Performance notes").
+Python threads instead of processes did not gain (0.98x): inductor's compiled kernels hold the GIL.
 
 `CoreParallel` keeps the helpers. The model's parameters move to shared memory, so the helpers read the
 weights that the main process's optimiser updates in place. Each step the main process copies the other
@@ -123,8 +122,14 @@ class CoreParallel:
         for helper, start, n, w in zip(helpers, starts[1:], sizes[1:], weights[1:]):
             seed = int(torch.randint(2**62, ()).item())  # from this process's generator: reproducible
             helper.submit(x[start : start + n], labels[start : start + n], seed, w)
-        with intra_op_threads(self.threads):
-            loss, bpd = own_part(x[: sizes[0]], labels[: sizes[0]], *weights[0])
+        try:
+            with intra_op_threads(self.threads):
+                loss, bpd = own_part(x[: sizes[0]], labels[: sizes[0]], *weights[0])
+        except BaseException:
+            for helper in helpers:  # collect their answers, or the next step would read these
+                with contextlib.suppress(RuntimeError):
+                    helper.result()
+            raise
         loss, bpd = loss.detach(), bpd.detach() * weights[0][0]
         for helper, w in zip(helpers, weights[1:]):
             part_loss, part_bpd = helper.result()

@@ -314,7 +314,8 @@ class TrainStep:
     def __call__(self, x: Tensor, labels: Tensor) -> float:
         if self.optimizer is None:
             raise TypeError("this step was built without an optimiser: it only computes gradients")
-        if self.conditional and self.compiled:  # the compiled model skips its own check (a graph break)
+        if self.conditional and (self.compiled or self.cores is not None):
+            # the compiled model skips its own check (a graph break), and a helper should not fail alone
             check_labels(labels, self.inner.config.num_classes)  # before the copy: no device sync
         x = x.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)

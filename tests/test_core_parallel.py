@@ -75,10 +75,26 @@ def test_the_hybrid_loss_weighs_each_part_by_its_images_and_scored_images() -> N
     assert losses[0] == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_a_batch_larger_than_the_configured_one_is_refused() -> None:
+def test_bad_batches_are_refused_before_they_reach_the_helper() -> None:
     _, _, step = steps_of(2, steps=1)
+    x = grid_images(5, 8)
+    with pytest.raises(ValueError, match="labels must lie"):  # here, not as a failed helper
+        step(x, torch.tensor([0, 1, 2, 3, 9]))
     with pytest.raises(ValueError, match="train.batch_size"):
         step(grid_images(8, 8), torch.tensor([0, 1, 2, 3] * 2))
+    assert math.isfinite(step(x, torch.tensor([0, 1, 2, 3, 1])))  # the helper is still there
+
+
+def test_a_failure_in_the_main_part_leaves_the_helper_in_step() -> None:
+    (losses, _, _), (_, _, step) = steps_of(2, steps=2), steps_of(2, steps=1)
+    x, labels = grid_images(5, 8), torch.tensor([0, 1, 2, 3, 1])
+
+    def failing(*args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        step.cores.backward(x, labels, failing)
+    assert step(x, labels) == losses[1]  # the helper's gradient is this step's, not the failed one's
 
 
 def test_a_dead_helper_fails_the_step_clearly() -> None:
