@@ -517,6 +517,13 @@ class _Trainer:
                 training_module(self.model, tc), device_ids=ids
             )
         self.step_fn = make_train_step(self.wrapped, self.optimizer, tc, ema=self.ema, dist_info=self.info)
+        if self.step_fn.cores is not None:
+            cores = self.step_fn.cores
+            _say(
+                f"each step is shared by {cores.processes} processes of {cores.threads} thread(s) each "
+                "(train.cpu_processes; helpers start at the first step)",
+                self.info,
+            )
         if self.info.rank:  # each process drops out different units
             torch.manual_seed(tc.seed + 7919 * self.info.rank)
 

@@ -123,10 +123,11 @@ def test_auto_splits_only_long_cpu_runs(device, compile_on, threads, setting, ex
     assert resolve_processes(config, torch.device("cpu"), compile_on, DistInfo(world_size=2)) == 1
 
 
-def test_a_two_process_run_resumes_bit_for_bit(tmp_path: Path) -> None:
+def test_a_two_process_run_resumes_bit_for_bit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data_dir = make_synthetic(tmp_path / "data", seed=0, counts={"train": 8, "validation": 4, "test": 4})
     config = tiny_config(cpu_processes=2, epochs=2)
     reference = train(config, data_dir=data_dir, run_dir=tmp_path / "reference", progress=False)
+    assert "shared by 2 processes" in capsys.readouterr().out
     run = tmp_path / "run"
     first = train(
         config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 5
