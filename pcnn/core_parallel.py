@@ -30,7 +30,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 # The loss of one part: (x, labels, weight of its bits/dim, weight of its cross-entropy) -> (loss, bits/dim),
-# the loss weighted as the part's share of the batch's loss, with its gradient already accumulated.
+# the loss weighted as the part's share of the batch's loss, both detached, the gradient accumulated.
 PartBackward = Callable[[Tensor, Tensor, float, float], tuple[Tensor, Tensor]]
 
 
@@ -130,7 +130,7 @@ class CoreParallel:
                 with contextlib.suppress(RuntimeError):
                     helper.result()
             raise
-        loss, bpd = loss.detach(), bpd.detach() * weights[0][0]
+        bpd = bpd * weights[0][0]  # the parts return detached values
         for helper, w in zip(helpers, weights[1:]):
             part_loss, part_bpd = helper.result()
             loss, bpd = loss + part_loss, bpd + part_bpd * w[0]
@@ -184,7 +184,8 @@ class _Helper:
         self.labels[:n].copy_(labels)
         self.conn.send((n, seed, weights))
 
-    def result(self) -> tuple[float, float]:
+    def result(self) -> tuple[Tensor, Tensor]:
+        """The part's (weighted loss, own bits/dim), once the helper has answered."""
         loss, bpd = self._receive()
         return torch.tensor(loss), torch.tensor(bpd)
 
