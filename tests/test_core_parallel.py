@@ -14,6 +14,7 @@ import torch
 from pcnn.config import ModelConfig, TrainConfig
 from pcnn.core_parallel import CoreParallel, part_sizes, scored_count
 from pcnn.data import make_synthetic
+from pcnn.distributed import DistInfo
 from pcnn.model import build_model
 from pcnn.runrecord import read_losses
 from pcnn.train import TrainStep, build_optimizer, make_train_step, resolve_processes, train
@@ -115,8 +116,6 @@ def test_a_dead_helper_fails_the_step_clearly() -> None:
     ],
 )
 def test_auto_splits_only_long_cpu_runs(device, compile_on, threads, setting, expected) -> None:
-    from pcnn.distributed import DistInfo
-
     torch.set_num_threads(threads)
     config = TrainConfig(cpu_processes=setting)
     assert resolve_processes(config, torch.device(device), compile_on, DistInfo()) == expected
