@@ -18,7 +18,6 @@ uninterrupted one bit for bit, as with one process.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import traceback
 import weakref
@@ -205,18 +204,6 @@ def _stop_all(helpers: list[_Helper]) -> None:
             helper.process.terminate()
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed blocks for the next step instead of handing them back to the OS: otherwise a
-    process whose only work is the step faults its activations' pages in anew every step."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 25)  # glibc's largest: 32 MiB
-
-
 def _serve(
     model: nn.Module,
     names: list[str],
@@ -229,7 +216,6 @@ def _serve(
 ) -> None:
     """A helper's loop: per message (part size, seed, weights), the part's gradient into `grad_buffer`."""
     try:
-        _keep_freed_memory()
         torch.set_num_threads(threads)
         by_name = dict(model.named_parameters())
         params = [by_name[name] for name in names]

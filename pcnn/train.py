@@ -41,7 +41,7 @@ from pcnn.classify import posterior
 from pcnn.config import ModelConfig, RunConfig, TrainConfig
 from pcnn.core_parallel import CoreParallel, scored_count
 from pcnn.data import CLASS_NAMES, CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
-from pcnn.device import resolve_device
+from pcnn.device import keep_freed_memory, resolve_device
 from pcnn.distributed import DistInfo
 from pcnn.ema import EMA, unwrap
 from pcnn.fastpath import FastForward
@@ -223,6 +223,8 @@ class TrainStep:
         self.dist = dist_info or DistInfo()
         self.device = next(self.inner.parameters()).device
         self.autocast_dtype = resolve_precision(train_config, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the step's activations stay in the heap, not faulted in anew each step
         if optimizer is None:  # gradients only (a helper of `pcnn.core_parallel`)
             self.params = [p for p in self.inner.parameters() if p.requires_grad]
         else:
