@@ -4,8 +4,11 @@ The fast path is exactly what `pcnn train` runs (`pcnn.train.make_train_step` wi
 speed switches default per device, or as given); the plain path is the straightforward formulation:
 `model(x, labels)`, `dmol_nll`, autograd, `torch.optim.Adam`. Both train identically initialised
 copies of the model on the same batch; their steps alternate so that load changes on a shared machine
-hit both alike. Printed: the ratio of the median rates, of the best steps, and the median over
-iterations of each plain step's time over the next fast step's (paired: least hurt by drift).
+hit both alike. On a CPU the plain step runs in a process of its own, in lockstep (one step at a time),
+so that it keeps glibc's allocator defaults, as a user's straightforward loop would, while the trainer's
+step tunes them for its process (`pcnn.device.keep_freed_memory`). Printed: the ratio of the median
+rates, of the best steps, and the median over iterations of each plain step's time over the next fast
+step's (paired: least hurt by drift).
 
     python benchmarks/train_step.py                      # both settings on the default device
     python benchmarks/train_step.py --precision fp32     # force the float32 fast path
@@ -21,12 +24,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import multiprocessing
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -154,11 +159,47 @@ def _memory_child(
     print(sum(_status_mb("VmHWM", pid) - rss for pid, rss in zip(pids, before)))
 
 
+def _plain_server(setting: tuple[int, int, int], args: argparse.Namespace, threads: int, conn: Any) -> None:
+    """In a process of its own: one plain step per message, answering with its time in seconds."""
+    torch.set_num_threads(threads)
+    steps, x, labels, _ = build_steps(setting, args, torch.device("cpu"), ("plain",))
+    while conn.recv() is not None:
+        start = time.perf_counter()
+        steps["plain"](x, labels)
+        conn.send(time.perf_counter() - start)
+
+
+class _PlainProcess:
+    """The plain step in a child process, called like a step; each call returns the child's step time."""
+
+    def __init__(self, setting: tuple[int, int, int], args: argparse.Namespace) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_plain_server, args=(setting, args, torch.get_num_threads(), child), daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> float:
+        self.conn.send(True)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.process.join()
+
+
 def bench_setting(
     setting: tuple[int, int, int], args: argparse.Namespace, device: torch.device
 ) -> dict[str, float | str | None]:
     nf, mix, batch = setting
-    steps, x, labels, train_config = build_steps(setting, args, device, ("plain", "fast"))
+    separate = device.type == "cpu"  # the plain step in its own process (module docstring)
+    steps, x, labels, train_config = build_steps(
+        setting, args, device, ("fast",) if separate else ("plain", "fast")
+    )
+    if separate:
+        steps = {"plain": _PlainProcess(setting, args), **steps}
     warm: dict[str, float] = {}
     for name, step in steps.items():  # first calls: allocation, cuDNN autotuning, compilation
         start = time.perf_counter()
@@ -171,11 +212,14 @@ def bench_setting(
         for name, step in steps.items():
             _sync(device)
             start = time.perf_counter()
-            step(x, labels)
+            child_time = step(x, labels)
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            times[name].append(child_time if isinstance(step, _PlainProcess) else elapsed)
     fast_compiled = steps["fast"].compiled  # False after a compiler failure, whatever was asked
     processes = 1 + len(steps["fast"].helper_pids)
+    if separate:
+        steps["plain"].close()
     del steps
     rate = {name: batch / statistics.median(values) for name, values in times.items()}
     best = {name: batch / min(values) for name, values in times.items()}
