@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import math
 import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,9 @@ def peak_memory_mb(
 def _memory_child(
     setting: tuple[int, int, int], path: str, args: argparse.Namespace, device: torch.device
 ) -> None:
+    # glibc's defaults, which hand freed blocks back, so that the resident set before the measured step does
+    # not already hold the memory that the trainer's process keeps for reuse (`keep_freed_memory`)
+    os.environ["PCNN_KEEP_FREED_MEMORY"] = "0"
     steps, x, labels, _ = build_steps(setting, args, device, (path,))
     steps[path](x, labels)  # Adam's state appears on the first step; helper processes start
     pids = ["self", *getattr(steps[path], "helper_pids", [])]  # a step's helpers count too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 
 import torch
 
@@ -32,7 +33,11 @@ def keep_freed_memory() -> None:
     nf-40 step at batch 8 on one thread, over half of them in oneDNN's input-gradient calls of the 2x3
     convolutions, which took twice their kernel's time. With this, none (README, "Performance notes").
     The cost is that the process keeps its peak heap, which a training process reaches every step anyway.
+    `PCNN_KEEP_FREED_MEMORY=0` in the environment leaves glibc's defaults (helper processes inherit it):
+    `benchmarks/train_step.py` measures a step's peak memory so, and it suits a machine short of memory.
     """
+    if os.environ.get("PCNN_KEEP_FREED_MEMORY") == "0":
+        return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
