@@ -216,10 +216,10 @@ def bench_setting(
         for name, step in steps.items():
             _sync(device)
             start = time.perf_counter()
-            child_time = step(x, labels)
+            returned = step(x, labels)  # the plain process returns its own step time; a step, its loss
             _sync(device)
             elapsed = time.perf_counter() - start
-            times[name].append(child_time if isinstance(step, _PlainProcess) else elapsed)
+            times[name].append(returned if isinstance(step, _PlainProcess) else elapsed)
     fast_compiled = steps["fast"].compiled  # False after a compiler failure, whatever was asked
     processes = 1 + len(steps["fast"].helper_pids)
     if separate:

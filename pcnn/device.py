@@ -29,9 +29,9 @@ def keep_freed_memory() -> None:
     """Let glibc keep freed blocks for reuse instead of handing them back to the OS (no-op off glibc).
 
     A CPU training step frees and re-allocates the same activations every step; with glibc's defaults
-    many of them went back to the OS and were page-faulted (and zeroed) in again: 15,000 faults per
-    nf-40 step at batch 8 on one thread, over half of them in oneDNN's input-gradient calls of the 2x3
-    convolutions, which took twice their kernel's time. With this, none (README, "Performance notes").
+    many of them went back to the OS and were page-faulted (and zeroed) in again: about 16,000 faults per
+    nf-40 step at batch 8 on one thread, which made oneDNN's input-gradient calls of the 32x32 2x3
+    convolutions take twice their kernel's time. With this, none (README, "Performance notes").
     The cost is that the process keeps its peak heap, which a training process reaches every step anyway.
     `PCNN_KEEP_FREED_MEMORY=0` in the environment leaves glibc's defaults (helper processes inherit it):
     `benchmarks/train_step.py` measures a step's peak memory so, and it suits a machine short of memory.
