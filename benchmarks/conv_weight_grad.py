@@ -1,8 +1,10 @@
 """Weight gradient of the model's stride-1 convolutions: oneDNN's kernel against `pcnn.convgrad`, in one run.
 
 Each row is one layer shape of the benchmark settings (`cpu`-profile width at batch 16, `seed` width at
-batch 32), channels-last as the fast path runs them; the two kernels alternate and the medians are
-compared, so that load changes on a shared machine hit both alike.
+batch 32), channels-last as the fast path runs them. Three ways alternate and their medians are compared,
+so that load changes on a shared machine hit all alike: oneDNN's kernel, `pcnn.convgrad`'s torch matrix
+products (its fallback) and `pcnn.native`'s kernel (what `pcnn.convgrad` runs where it can; "n/a" where
+it cannot).
 
     python benchmarks/conv_weight_grad.py
     python benchmarks/conv_weight_grad.py --reps 40 --threads 2
@@ -17,12 +19,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pcnn import native  # noqa: E402
 from pcnn.convgrad import padded_conv_weight_grad  # noqa: E402
 
 # batch, image size, input channels (a concat_elu: twice the filters), output channels, kernel
@@ -56,19 +60,31 @@ def median_ms(calls: dict[str, Callable[[], object]], reps: int) -> dict[str, fl
     return {name: 1e3 * statistics.median(values) for name, values in times.items()}
 
 
+def torch_products(padded: torch.Tensor, grad_out: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    with mock.patch.object(native, "available", lambda: False):
+        return padded_conv_weight_grad(padded, grad_out, kh, kw)
+
+
 def time_layer(
     batch: int, size: int, cin: int, cout: int, kernel: tuple[int, int], reps: int
 ) -> dict[str, float]:
-    """Median milliseconds of both weight-gradient kernels for one layer, after checking they agree."""
+    """Median milliseconds of each weight-gradient kernel for one layer, after checking they agree."""
     kh, kw = kernel
     pad = (kw // 2, (kw - 1) // 2, kh - 1, 0)  # the model's: 2x3 down-shifted, 2x2 down-right-shifted
     padded = F.pad(torch.randn(batch, cin, size, size), pad).contiguous(memory_format=torch.channels_last)
     grad_out = torch.randn(batch, cout, size, size).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(cout, cin, kh, kw)
-    onednn = functools.partial(onednn_weight_grad, padded, grad_out, weight)
-    products = functools.partial(padded_conv_weight_grad, padded, grad_out, kh, kw)
-    torch.testing.assert_close(products(), onednn(), rtol=1e-4, atol=1e-2)
-    return median_ms({"onednn": onednn, "products": products}, reps)
+    calls = {
+        "onednn": functools.partial(onednn_weight_grad, padded, grad_out, weight),
+        "products": functools.partial(torch_products, padded, grad_out, kh, kw),
+    }
+    if native.available():
+        calls["native"] = functools.partial(padded_conv_weight_grad, padded, grad_out, kh, kw)
+    want = calls["onednn"]()
+    for name in ("products", "native"):
+        if name in calls:
+            torch.testing.assert_close(calls[name](), want, rtol=1e-4, atol=1e-2)
+    return median_ms(calls, reps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; medians of {args.reps} calls")
-    print(f"{'layer':<34} {'oneDNN ms':>9} {'products ms':>11} {'ratio':>6}")
+    print("times in ms; the ratios are each kernel's time over oneDNN's")
+    print(f"{'layer':<34} {'oneDNN':>7} {'products':>9} {'native':>7} {'ratio':>7} {'ratio':>7}")
     for batch, size, cin, cout, kernel in SHAPES:
         ms = time_layer(batch, size, cin, cout, kernel, args.reps)
         layer = f"B{batch} {size}x{size} {cin}->{cout} {kernel[0]}x{kernel[1]}"
-        ratio = ms["products"] / ms["onednn"]
-        print(f"{layer:<34} {ms['onednn']:>9.2f} {ms['products']:>11.2f} {ratio:>5.2f}x", flush=True)
+        row = [f"{layer:<34}", f"{ms['onednn']:>7.2f}", f"{ms['products']:>9.2f}"]
+        row.append(f"{ms['native']:>7.2f}" if "native" in ms else f"{'n/a':>7}")
+        row.append(f"{ms['products'] / ms['onednn']:>6.2f}x")
+        row.append(f"{ms['native'] / ms['onednn']:>6.2f}x" if "native" in ms else f"{'n/a':>7}")
+        print(" ".join(row), flush=True)
     return 0
 
 

@@ -18,8 +18,10 @@ same distribution (its rate rounded to a multiple of 2**-16). What it does diffe
   is applied to the next convolution's padded input, where inductor vectorises the mask's loads.
   GPUs use `F.dropout`, which is cheap there and which torch.compile fuses.
 - The gate `x + a * sigmoid(b)` is one fused multiply-add.
-- On a CPU the stride-1 convolutions take their weight gradient from `pcnn.convgrad` (a few large matrix
-  products), which is faster there than oneDNN's weight-gradient kernel.
+- On a CPU the stride-1 convolutions take their gradients from `pcnn.convgrad`: the weight gradient from
+  a hand-written kernel (`pcnn.native`; a few large matrix products where it cannot run) and the input
+  gradient of the unpadded interior only, through oneDNN's forward kernel; both are faster there than
+  oneDNN's backward kernels.
 
 The model's module names and state dict are untouched: checkpoints, the cached sampler and evaluation
 keep using `PixelCNNPP` itself.
@@ -149,7 +151,7 @@ def _conv(
     if dropout > 0:
         padded = _dropout(padded, dropout)
     if layer.stride == 1:
-        return padded_conv2d(padded, weight, bias)
+        return padded_conv2d(padded, weight, bias, layer.padding)
     return F.conv2d(padded, weight, bias, stride=layer.stride)
 
 

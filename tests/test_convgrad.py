@@ -20,9 +20,10 @@ def every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("every_layer")
+@pytest.mark.parametrize("padding_known", [True, False], ids=["interior-input-grad", "full-input-grad"])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(("kernel", "padding"), SHIFTED)
-def test_gradients_match_conv2d_and_pass_gradcheck(kernel, padding, channels_last: bool) -> None:
+def test_gradients_match_conv2d_and_pass_gradcheck(kernel, padding, channels_last, padding_known) -> None:
     torch.manual_seed(0)
     # batch 3 of 5x5 images: an odd number of pixel rows, so the unpaired last row is exercised too
     x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
@@ -33,14 +34,16 @@ def test_gradients_match_conv2d_and_pass_gradcheck(kernel, padding, channels_las
     bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(3, 6, 5, 5, dtype=torch.float64)
     want_y = F.conv2d(F.pad(x, padding), weight, bias)
-    got_y = padded_conv2d(F.pad(x, padding), weight, bias)
+    known = padding if padding_known else None
+    got_y = padded_conv2d(F.pad(x, padding), weight, bias, known)
+    assert type(got_y.grad_fn).__name__ == "_PaddedConvBackward"
     assert torch.equal(got_y, want_y)
     want = torch.autograd.grad(want_y, (x, weight, bias), grad_out)
     got = torch.autograd.grad(got_y, (x, weight, bias), grad_out)
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda *t: padded_conv2d(F.pad(t[0], padding), t[1], t[2]), (x, weight, bias)
+        lambda *t: padded_conv2d(F.pad(t[0], padding), t[1], t[2], known), (x, weight, bias)
     )
 
 
@@ -86,3 +89,14 @@ def test_cpu_autocast_falls_back_to_conv2d() -> None:
     assert y.dtype == torch.bfloat16 and type(y.grad_fn).__name__ != "_PaddedConvBackward"
     y.float().sum().backward()
     assert weight.grad is not None and x.grad is not None
+
+
+@pytest.mark.usefixtures("every_layer")
+def test_with_the_padding_known_only_the_interior_gets_an_input_gradient() -> None:
+    """The border's gradient is never used (F.pad's backward drops it), so it is returned as zero."""
+    padded = torch.randn(2, 3, 5, 6, requires_grad=True)
+    weight, bias = torch.randn(4, 3, 2, 3), torch.zeros(4)
+    padded_conv2d(padded, weight, bias, (1, 1, 1, 0)).sum().backward()
+    assert padded.grad[:, :, 0].abs().sum() == 0 and padded.grad[:, :, :, [0, -1]].abs().sum() == 0
+    want = torch.autograd.grad(F.conv2d(padded, weight, bias).sum(), padded)[0]
+    torch.testing.assert_close(padded.grad[:, :, 1:, 1:-1], want[:, :, 1:, 1:-1])
