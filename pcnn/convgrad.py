@@ -48,10 +48,8 @@ def _weight_grad(padded_input: Tensor, padded_grad: Tensor, kernel_h: int, kerne
     g = padded_grad.permute(0, 2, 3, 1).contiguous().view(-1, o)
     length = x.shape[0] - (kernel_h - 1) * wp - (kernel_w - 1)  # rows past this are zero in g
     offsets = [i * wp + j for i in range(kernel_h) for j in range(kernel_w)]
-    if _takes_native(x):
-        grad = native.conv_weight_grad(x, g, offsets, length).view(kernel_h, kernel_w, o, c)
-    else:
-        grad = _tap_products(x, g, offsets, length).view(kernel_h, kernel_w, o, c)
+    taps = native.conv_weight_grad if _takes_native(x) else _tap_products
+    grad = taps(x, g, offsets, length).view(kernel_h, kernel_w, o, c)
     return grad.permute(2, 3, 0, 1).contiguous()
 
 

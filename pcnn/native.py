@@ -3,8 +3,7 @@
 It is built with the system's C++ compiler (the one torch.compile needs on a CPU anyway) into a per-user
 cache keyed by the source's hash, and called through ctypes (which releases the GIL); no build step at
 install time. Where it cannot be used (not x86-64 with AVX2 and FMA, no compiler, `PCNN_NATIVE=0` in the
-environment) `available()` is False and callers keep their torch formulation; a failed
-build says why once.
+environment) `available()` is False and callers keep their torch formulation; a failed build says why once.
 """
 
 from __future__ import annotations
