@@ -53,19 +53,58 @@ void tile_rows(int r, long rows, const float *gp, const float *xp, float *acc, l
     }
 }
 
+// Walks the next block's rows of x and g (two contiguous ranges) a few cache lines at a time, so that they
+// are in cache when that block is copied into panels: the rows come from memory (the saved activations of
+// the forward pass), and without it the copying stalled the core between blocks.
+class Prefetcher {
+  public:
+    void reset(const float *x_begin, const float *x_end, const float *g_begin, const float *g_end, long calls) {
+        x_ = reinterpret_cast<const char *>(x_begin), x_end_ = reinterpret_cast<const char *>(x_end);
+        g_ = reinterpret_cast<const char *>(g_begin), g_end_ = reinterpret_cast<const char *>(g_end);
+        const long lines = (x_end_ - x_ + g_end_ - g_) / kLine + 1;
+        per_call_ = (lines + calls - 1) / calls;
+    }
+    void step() {
+        for (long i = 0; i < per_call_; i++) {
+            if (x_ < x_end_) {
+                _mm_prefetch(x_, _MM_HINT_T1);
+                x_ += kLine;
+            } else if (g_ < g_end_) {
+                _mm_prefetch(g_, _MM_HINT_T1);
+                g_ += kLine;
+            } else {
+                return;
+            }
+        }
+    }
+
+  private:
+    static constexpr long kLine = 64;
+    const char *x_ = nullptr, *x_end_ = nullptr, *g_ = nullptr, *g_end_ = nullptr;
+    long per_call_ = 0;
+};
+
 // acc[T][O][C] += the sums over rows [begin, end).
 void accumulate(const float *x, const float *g, long C, long O, int T, const long *off, long begin, long end,
                 float *acc) {
     const long max_off = *std::max_element(off, off + T);
     const long o_blocks = (O + MR - 1) / MR, c_blocks = C / NR, panel_rows = KB + max_off;
     std::vector<float> g_panels(o_blocks * KB * MR, 0.0f), x_panels(c_blocks * panel_rows * NR);
+    Prefetcher prefetch;
     for (long start = begin; start < end; start += KB) {
         const long rows = std::min(KB, end - start);
+        const long next = start + KB, next_rows = std::max(0L, std::min(KB, end - next));
+        prefetch.reset(x + next * C, x + (next + next_rows + (next_rows ? max_off : 0)) * C, g + next * O,
+                       g + (next + next_rows) * O, c_blocks * T * o_blocks);
         for (long ob = 0; ob < o_blocks; ob++) {
             const long width = std::min(MR, O - ob * MR);
             float *panel = g_panels.data() + ob * KB * MR;
-            for (long k = 0; k < rows; k++)
-                std::memcpy(panel + k * MR, g + (start + k) * O + ob * MR, width * sizeof(float));
+            const float *src = g + start * O + ob * MR;
+            if (width == MR) {  // a constant size: the copy is inlined (a call per row cost about 5%)
+                for (long k = 0; k < rows; k++) std::memcpy(panel + k * MR, src + k * O, MR * sizeof(float));
+            } else {
+                for (long k = 0; k < rows; k++) std::memcpy(panel + k * MR, src + k * O, width * sizeof(float));
+            }
         }
         for (long cb = 0; cb < c_blocks; cb++) {
             float *panel = x_panels.data() + cb * panel_rows * NR;
@@ -78,6 +117,7 @@ void accumulate(const float *x, const float *g, long C, long O, int T, const lon
                 for (long ob = 0; ob < o_blocks; ob++) {
                     const float *gp = g_panels.data() + ob * KB * MR;
                     const float *xp = x_panels.data() + (cb * panel_rows + off[t]) * NR;
+                    prefetch.step();
                     tile_rows(static_cast<int>(std::min(MR, O - ob * MR)), rows, gp, xp,
                               acc + (t * O + ob * MR) * C + cb * NR, C);
                 }
