@@ -37,6 +37,10 @@ _PARTS = 2  # the pixel sum is split in two halves, one batched product: MKL spr
 # kernel (1.09x and 1.21x its time at the `cpu` profile's 16x16 and 8x8 layers, batch 16), so such layers
 # keep oneDNN's backward unless the native kernel runs, which is faster at every size.
 MIN_PIXELS = 8192
+# Nor do the products pay with few input channels: at the model's input layers (3 colours and a channel of
+# ones) they took 4-10x oneDNN's time (1.1-3.1 ms against 0.19-0.32 ms, batch 8, 32x32, one thread), so those
+# keep oneDNN's backward too; every other layer has at least 2 x nr_filters input channels.
+MIN_CHANNELS = 16
 
 
 @torch.library.custom_op("pcnn::padded_conv_weight_grad", mutates_args=())
@@ -143,16 +147,17 @@ def padded_conv2d(
     padded_input: Tensor, weight: Tensor, bias: Tensor, padding: tuple[int, int, int, int] | None = None
 ) -> Tensor:
     """`F.conv2d(padded_input, weight, bias)` (stride 1, input already padded), same values and gradients;
-    on a CPU its weight gradient is this module's (for layers of at least `MIN_PIXELS` output pixels
-    where pcnn.native's kernel does not run). `padding` (left, right, top, bottom), when given, is the
-    zero border that F.pad added to make `padded_input`: its gradient, which F.pad's backward drops, is
-    then returned as zero and not computed.
+    on a CPU its weight gradient is this module's (where pcnn.native's kernel does not run, only for layers
+    of at least `MIN_PIXELS` output pixels and `MIN_CHANNELS` input channels). `padding` (left, right, top,
+    bottom), when given, is the zero border that F.pad added to make `padded_input`: its gradient, which
+    F.pad's backward drops, is then returned as zero and not computed.
 
     Under CPU autocast it is plain `F.conv2d`: autocast casts inside the forward but not the backward, so the
     saved float32 input would meet a bf16 gradient there."""
-    b, _, hp, wp = padded_input.shape
+    b, c, hp, wp = padded_input.shape
     pixels = b * (hp - weight.shape[2] + 1) * (wp - weight.shape[3] + 1)
     cpu = padded_input.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-    if not cpu or (pixels < MIN_PIXELS and not _takes_native(padded_input)):
+    products_pay = pixels >= MIN_PIXELS and c >= MIN_CHANNELS
+    if not cpu or not (products_pay or _takes_native(padded_input)):
         return F.conv2d(padded_input, weight, bias)
     return _PaddedConv.apply(padded_input, weight, bias, padding)

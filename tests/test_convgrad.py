@@ -15,8 +15,10 @@ SHIFTED = [((2, 3), (1, 1, 1, 0)), ((2, 2), (1, 0, 1, 0)), ((1, 3), (1, 1, 0, 0)
 
 @pytest.fixture
 def every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small test layers take the matrix-product weight gradient too (not only layers of MIN_PIXELS)."""
+    """Small test layers take the matrix-product weight gradient too (not only layers of MIN_PIXELS pixels
+    and MIN_CHANNELS channels)."""
     monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)
+    monkeypatch.setattr(convgrad, "MIN_CHANNELS", 0)
 
 
 @pytest.mark.usefixtures("every_layer")
@@ -60,13 +62,21 @@ def test_weight_gradient_of_a_real_sized_float32_layer() -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
 
 
-def test_only_layers_of_min_pixels_take_the_products() -> None:
-    weight, bias = torch.randn(4, 3, 2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
+def test_without_the_kernel_only_large_layers_take_the_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where pcnn.native cannot run, layers of fewer than MIN_PIXELS pixels or MIN_CHANNELS input channels
+    keep oneDNN's backward (the products lose there)."""
+    monkeypatch.setattr(convgrad.native, "available", lambda: False)
     side = int((convgrad.MIN_PIXELS / 2) ** 0.5) + 1  # two images just past the threshold
-    large = padded_conv2d(torch.randn(2, 3, side + 1, side + 2), weight, bias)
-    small = padded_conv2d(torch.randn(2, 3, 5, 6), weight, bias)
-    assert type(large.grad_fn).__name__ == "_PaddedConvBackward"
-    assert type(small.grad_fn).__name__ != "_PaddedConvBackward"
+    c = convgrad.MIN_CHANNELS
+
+    def takes_products(channels: int, height: int, width: int) -> bool:
+        weight, bias = torch.randn(4, channels, 2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
+        y = padded_conv2d(torch.randn(2, channels, height, width), weight, bias)
+        return type(y.grad_fn).__name__ == "_PaddedConvBackward"
+
+    assert takes_products(c, side + 1, side + 2)
+    assert not takes_products(c, 5, 6)
+    assert not takes_products(c - 1, side + 1, side + 2)
 
 
 @pytest.mark.usefixtures("every_layer")

@@ -20,6 +20,7 @@ def test_fast_forward_matches_the_model(
     conditioning: str, channels_last: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)  # the tiny layers take the CPU weight gradient too
+    monkeypatch.setattr(convgrad, "MIN_CHANNELS", 0)
     model = tiny_model(conditioning, image_size=8, nr_resnet=2)
     fast = FastForward(model, channels_last=channels_last).eval()
     x, labels = grid_images(3, 8), torch.tensor([0, 2, 3])

@@ -216,6 +216,7 @@ def test_compiled_step_trains_like_the_eager_one(monkeypatch: pytest.MonkeyPatch
 
     Slow on a fresh machine (inductor compiles C++ for a minute or two; later runs hit its cache)."""
     monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)  # the tiny layers take the CPU weight gradient too
+    monkeypatch.setattr(convgrad, "MIN_CHANNELS", 0)
     hybrid = dict(disc_weight=0.1, disc_fraction=0.5)
     _, (compiled, eager), x, labels = twin_steps(dict(compile="on", **hybrid), dict(compile="off", **hybrid))
     for _ in range(3):
@@ -227,6 +228,7 @@ def test_bf16_autocast_step_trains_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -
     """`--set train.precision=bf16` on any CPU: the step runs (the fast convolutions fall back under
     autocast) and updates the model, with a loss close to the float32 step's."""
     monkeypatch.setattr(convgrad, "MIN_PIXELS", 0)
+    monkeypatch.setattr(convgrad, "MIN_CHANNELS", 0)
     (model, _), steps, x, labels = twin_steps(dict(precision="bf16"), dict(precision="fp32"))
     losses = [step(x, labels) for step in steps]
     assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=0.02)
