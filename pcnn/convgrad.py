@@ -14,8 +14,9 @@ all taps in one pass of a hand-written AVX2 kernel that copies each block of the
 where it cannot run (`pcnn.native.available()`), each tap is a torch matrix product. On the project's
 2-core CPU (`python benchmarks/conv_weight_grad.py`, one thread) the products took 0.82-0.86 of oneDNN's
 time at the `cpu` profile's 32x32 layers (batch 16) and 0.67-0.68 at the 256-channel 32x32 layers of the
-`seed` width (batch 32), but more than oneDNN at smaller layers (`MIN_PIXELS`); the native kernel is
-faster than both at every layer of the model (README, "Performance notes").
+`seed` width (batch 32), but more than oneDNN at smaller layers (`MIN_PIXELS`) and at the 4-channel input
+layers (`MIN_CHANNELS`), which then keep oneDNN's backward; the native kernel is faster than both at every
+layer it takes (README, "Performance notes").
 
 The input gradient, when the caller says which zero border it padded (`padding`), is computed for the
 interior only, as a forward convolution of the output gradient with the flipped weight: oneDNN's forward
