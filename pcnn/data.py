@@ -1,8 +1,8 @@
 """CPEN455 data: the course layout, image decoding, transforms, a synthetic stand-in and a downloader.
 
 The course layout is ``<root>/{train,validation,test}.csv`` with rows ``split/xxxxxxx.jpg,label`` (no
-header, CRLF line endings), and ``<root>/{train,validation,test}/`` folders of 64x64 JPEGs. Labels are
-0..3 (burger, panda, koala, pizza); the test split is unlabelled and carries -1.
+header; LF or CRLF line endings), and ``<root>/{train,validation,test}/`` folders of 64x64 JPEGs.
+Labels are 0..3 (burger, panda, koala, pizza); the test split is unlabelled and carries -1.
 
 Every image is kept as uint8 through decoding, resizing and augmentation and is scaled to the 256-level
 grid ``k/127.5 - 1`` last (DESIGN.md section 2): the discretized-logistic likelihood assumes that each
@@ -44,7 +44,7 @@ LABELLED_SPLITS = ("train", "validation")
 TEST_LABEL = -1
 
 COURSE_ARCHIVE_URL = "https://github.com/DSL-Lab/CPEN455HW-2023W2/archive/refs/heads/main.zip"
-# SHA-256 of the course's validation and test split files, byte for byte (CRLF). The archive itself is
+# SHA-256 of the course's validation and test split files, byte for byte. The archive itself is
 # not pinned (its hash changes with every commit upstream); these pin the splits that results refer to.
 KNOWN_CSV_SHA256: dict[str, str] = {
     "validation.csv": "3ced154651940daf01a950c69757b7cd1673be5d89fe14ca713b43af17efccd6",
@@ -85,21 +85,28 @@ def _parse_line(text: str, line: int, split: str) -> _Row:
         raise DataError(f"expected 2 columns (path,label), found {len(fields)}: {text!r}")
     path, label_text = fields[0].strip(), fields[1].strip()
     try:
-        label = int(label_text)
+        label: int | None = int(label_text)
     except ValueError:
         if line == 1:
             raise DataError(f"looks like a header row ({text!r}); course CSV files have none") from None
-        raise DataError(f"label {label_text!r} is not an integer") from None
+        label = None
     if not path:
         raise DataError("empty image path")
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts or "\\" in path:
         raise DataError(f"image path {path!r} must be relative to the data root")
+    # A bad label names its image too: the line number alone sends a user to count lines.
+    if label is None:
+        raise DataError(f"{path}: label {label_text!r} is not an integer")
     if split == "test":
         if label != TEST_LABEL and not 0 <= label < NUM_CLASSES:
-            raise DataError(f"label {label} is neither {TEST_LABEL} (unlabelled) nor in 0..{NUM_CLASSES - 1}")
+            raise DataError(
+                f"{path}: label {label} is neither {TEST_LABEL} (unlabelled) nor in 0..{NUM_CLASSES - 1}"
+            )
     elif not 0 <= label < NUM_CLASSES:
-        raise DataError(f"label {label} is outside 0..{NUM_CLASSES - 1} in the labelled {split} split")
+        raise DataError(
+            f"{path}: label {label} is outside 0..{NUM_CLASSES - 1} in the labelled {split} split"
+        )
     return _Row(line, path, label)
 
 

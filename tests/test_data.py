@@ -45,8 +45,17 @@ def run_cli(*argv: str) -> int:
 # ------------------------------------------------------------------------------------------ real data
 
 
+def csv_rows(root: Path, split: str) -> int:
+    """Rows of a split file, counted straight from its bytes: the counts the real-data tests expect.
+
+    The course's train.csv has 4159 rows and the shared copy a 3759-row subset, so no count is pinned.
+    """
+    return sum(1 for line in (root / f"{split}.csv").read_bytes().splitlines() if line.strip())
+
+
 def test_real_data_set(real_data_dir: Path) -> None:
-    expected = {"train": 3759, "validation": 519, "test": 519}
+    expected = {split: csv_rows(real_data_dir, split) for split in data.SPLITS}
+    assert all(n > 0 for n in expected.values()), expected
     for split, n in expected.items():
         dataset = CPEN455Dataset(real_data_dir, split)
         assert len(dataset) == len(dataset.ids) == n
@@ -54,7 +63,7 @@ def test_real_data_set(real_data_dir: Path) -> None:
             x, y = dataset[index]
             assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and on_grid(x)
             assert y == -1 if split == "test" else 0 <= y < data.NUM_CLASSES
-    assert sum(data.class_counts(real_data_dir, "train")) == 3759
+    assert sum(data.class_counts(real_data_dir, "train")) == expected["train"]
     train = CPEN455Dataset(real_data_dir, "train")
     gray = next(p for p in train.paths if Image.open(real_data_dir / p).mode == "L")
     assert data.load_image_uint8(real_data_dir / gray).shape == (3, 64, 64)
@@ -62,11 +71,24 @@ def test_real_data_set(real_data_dir: Path) -> None:
     assert x.shape == (3, 32, 32) and torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
 
 
-def test_real_data_summary_and_pinned_hashes(real_data_dir: Path) -> None:
+def test_real_data_summary(real_data_dir: Path) -> None:
     summary = data.summarize(real_data_dir, progress=False)
-    assert summary["grayscale"] == 12 and summary["image_sizes"] == {"64x64": 3759 + 519 + 519}
+    rows = {split: csv_rows(real_data_dir, split) for split in data.SPLITS}
+    assert {split: info["images"] for split, info in summary["splits"].items()} == rows
+    assert summary["image_sizes"] == {"64x64": sum(rows.values())}
+    labelled = summary["splits"]["train"]["class_counts"]
+    assert list(labelled.values()) == data.class_counts(real_data_dir, "train")
+    # every single-channel file is gray; the course set has some (test_real_data_set decodes one)
+    assert 0 < summary["single_channel"] <= summary["grayscale"] < sum(rows.values())
+
+
+def test_real_data_holds_the_course_published_splits(real_data_dir: Path) -> None:
+    """The pins are the course's published validation and test files (what `pcnn data fetch` verifies and
+    what every result refers to), not a property of one copy: the shared copy and a fetched one both hold
+    them, while their train.csv differ (3759 and 4159 rows), which is why train.csv is not pinned."""
     for name, digest in data.KNOWN_CSV_SHA256.items():
-        assert hashlib.sha256((real_data_dir / name).read_bytes()).hexdigest() == digest
+        actual = hashlib.sha256((real_data_dir / name).read_bytes()).hexdigest()
+        assert actual == digest, f"{real_data_dir / name} is not the course's published {name}"
 
 
 # -------------------------------------------------------------------------------------------- synthetic
@@ -195,6 +217,22 @@ def test_bad_csv_rows(tiny_root: Path, split: str, row: str, line: int, message:
         data.read_split_csv(tiny_root, split)
     problems = data.check_data_root(tiny_root, progress=False)
     assert len(problems) == 1 and f"{split}.csv line {line}:" in problems[0] and message in problems[0]
+    if message in ("outside 0..3", "neither -1", "not an integer"):
+        # a bad label names its image as well as the line
+        assert f"{split}.csv line {line}: {row.split(',')[0]}: label " in problems[0]
+
+
+def test_check_cli_names_the_image_of_a_bad_label(
+    tiny_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path = tiny_root / "validation.csv"
+    rows = csv_path.read_text().splitlines()
+    image = rows[2].split(",")[0]
+    rows[2] = f"{image},9"
+    csv_path.write_text("\n".join(rows) + "\n")
+    assert run_cli("data", "check", "--data-dir", str(tiny_root)) == 1
+    out = capsys.readouterr().out
+    assert f"validation.csv line 3: {image}: label 9 is outside 0..3" in out
 
 
 def test_lf_and_crlf_parse_the_same(tiny_root: Path) -> None:
