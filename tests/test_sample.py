@@ -14,6 +14,7 @@ from scipy.stats import chi2
 from pcnn.checkpoint import model_state, save_checkpoint
 from pcnn.cli import main
 from pcnn.config import CONDITIONING_VARIANTS
+from pcnn.fid import non_sample_entries
 from pcnn.likelihood import log_bin_probability, split_params
 from pcnn.sample import cached_params, draw_pixel, sample, sample_grid_figure
 from tests.conftest import grid_images, randomize_, tiny_model
@@ -156,7 +157,10 @@ def test_sampler_samples_the_model_distribution(temperature: float) -> None:
         model.out.bias[5 * m : 6 * m] -= 2.0  # G log-scales
     n, label = 2000, 2
     images = sample(
-        model, torch.full((n,), label), generator=torch.Generator().manual_seed(11), image_size=4,
+        model,
+        torch.full((n,), label),
+        generator=torch.Generator().manual_seed(11),
+        image_size=4,
         temperature=temperature,
     )
     p_r, p_g = _first_pixel_marginals(model, label, temperature)
@@ -189,16 +193,56 @@ def test_sample_grid_figure(tmp_path: Path) -> None:
     assert path.is_file() and path.stat().st_size > 0
 
 
-def test_sample_cli(tmp_path: Path) -> None:
+def _checkpoint(tmp_path: Path) -> Path:
     model = _model("gated-bias")
-    checkpoint = save_checkpoint(
-        tmp_path / "m.pt", {"model_config": dataclasses.asdict(model.config), "model": model_state(model)}
-    )
+    state = {"model_config": dataclasses.asdict(model.config), "model": model_state(model)}
+    return save_checkpoint(tmp_path / "m.pt", state)
+
+
+def test_sample_cli(tmp_path: Path) -> None:
+    """The samples folder holds the course's files only: the grid and the PNG copies go beside it."""
+    checkpoint = _checkpoint(tmp_path)
     out = tmp_path / "samples"
-    argv = ["sample", "--checkpoint", str(checkpoint), "--out", str(out), "--per-class", "2"]
-    argv += ["--device", "cpu"]
-    assert main([*argv, "--batch-size", "3", "--png"]) == 0
-    names = sorted(p.name for p in out.glob("*.jpg"))
-    assert names == [f"Class{k}_image_{i:02d}.jpg" for k in range(4) for i in (1, 2)]
-    assert (out / "grid.png").is_file() and len(list((out / "png").glob("*.png"))) == 8
+    argv = ["sample", "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu"]
+    assert main([*argv, "--per-class", "2", "--batch-size", "3", "--png"]) == 0
+    names = [f"Class{k}_image_{i:02d}" for k in range(4) for i in (1, 2)]
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}.jpg" for n in names]
+    assert non_sample_entries(out) == []
+    assert (tmp_path / "samples_grid.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "samples_png").iterdir()) == [f"{n}.png" for n in names]
+    # a smaller second run replaces the first run's samples rather than leaving some behind
+    assert main([*argv, "--per-class", "1", "--grid", str(tmp_path / "g.png")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"Class{k}_image_01.jpg" for k in range(4)]
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_sample_cli_refuses_what_the_course_would_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = _checkpoint(tmp_path)
+    out = tmp_path / "samples"
+    out.mkdir()
+    (out / "Class0_image_01.jpg").write_bytes(b"an earlier sample")
+    (out / "grid.png").write_bytes(b"an old grid")
+    (out / "png").mkdir()
+    argv = [
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--per-class",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "grid.png, png/" in error and "Class0_image_01" not in error
+    assert (out / "Class0_image_01.jpg").read_bytes() == b"an earlier sample"  # nothing touched
+    (out / "grid.png").unlink()
+    (out / "png").rmdir()
+    assert main([*argv, "--grid", str(out / "grid.png")]) == 2
+    assert "outside the samples folder" in capsys.readouterr().err
     assert main(["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["Class0_image_01.jpg"]
