@@ -6,7 +6,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ class SplitScores:
     image_size: int
     prior: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    paths: list[str] | None = None  # image paths as the split CSV lists them (test/0000021.jpg), if known
 
     @property
     def log_posterior(self) -> np.ndarray:
@@ -75,6 +76,7 @@ def score_split(
     if subset and subset < len(indices):
         indices = np.linspace(0, len(indices) - 1, subset).round().astype(int).tolist()
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
+    paths = getattr(dataset, "paths", None)  # training's IndexedSplit has none; a submission needs them
     was_training = model.training
     model.eval()
     scores = []
@@ -91,11 +93,42 @@ def score_split(
         log_likelihoods=torch.cat(scores).numpy().astype(np.float64),
         image_size=int(dataset[0][0].shape[-1]),
         prior=prior,
+        paths=[paths[i] for i in indices] if paths is not None else None,
     )
 
 
-def write_outputs(scores: SplitScores, out_dir: str | Path, split: str) -> dict[str, Path]:
-    """Write metrics JSON, per-class log-likelihoods and posteriors CSV, and the course submission CSV."""
+def write_submission(scores: SplitScores, path: str | Path, fid: float | None = None) -> Path:
+    """Write the course leaderboard's submission CSV: ``id,label``, one row per image, then ``fid,<value>``.
+
+    The id is the image's file name (``0000021.jpg``), as in the course README's CSV example and the
+    submissions students wrote for its leaderboard; the labels are the predicted class indices; the FID
+    row, when given, comes last. LF line endings, as the course's own CSV files have.
+    """
+    if fid is not None and not (math.isfinite(fid) and fid >= 0):
+        raise ValueError(f"an FID is a finite number >= 0, got {fid}")
+    if scores.paths is None:
+        raise ValueError("a submission names each image's file: score a CPEN455Dataset, which lists them")
+    path = Path(path)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "label"])
+        for image_path, pred in zip(scores.paths, scores.predictions):
+            writer.writerow([PurePosixPath(image_path).name, int(pred)])
+        if fid is not None:
+            writer.writerow(["fid", fid])
+    return path
+
+
+def write_outputs(
+    scores: SplitScores, out_dir: str | Path, split: str, fid: float | None = None
+) -> dict[str, Path]:
+    """Write metrics JSON, per-class log-likelihoods and posteriors CSV, and (test split) the submission CSV.
+
+    `fid` goes into the submission as its last row (see :func:`write_submission`).
+    """
+    submission = split == "test" or not scores.labelled
+    if fid is not None and not submission:
+        raise ValueError(f"an FID row belongs in the test split's submission, not in the {split} outputs")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / f"{split}_metrics.json", "scores": out / f"{split}_log_likelihoods.csv"}
@@ -116,11 +149,6 @@ def write_outputs(scores: SplitScores, out_dir: str | Path, split: str) -> dict[
                 + [repr(float(v)) for v in scores.log_likelihoods[i]]
                 + [repr(float(v)) for v in post[i]]
             )
-    if split == "test" or not scores.labelled:
-        paths["submission"] = out / "submission.csv"
-        with paths["submission"].open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "label"])
-            for image_id, pred in zip(scores.ids, scores.predictions):
-                writer.writerow([image_id, int(pred)])
+    if submission:
+        paths["submission"] = write_submission(scores, out / "submission.csv", fid)
     return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
@@ -15,6 +16,16 @@ from pcnn.evaluate import score_split, write_outputs
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Score a split and write its outputs. Exit 0, or 2: bad input (with `error: ...` on stderr)."""
+    if args.split != "test" and args.fid is not None:
+        print("error: --fid goes into the test split's submission; use it with --split test", file=sys.stderr)
+        return 2
+    if args.split == "test" and args.subset:
+        print("error: the test split's submission needs every test image; drop --subset", file=sys.stderr)
+        return 2
+    if args.fid is not None and not (math.isfinite(args.fid) and args.fid >= 0):
+        print(f"error: --fid must be a finite number >= 0, got {args.fid}", file=sys.stderr)
+        return 2
     try:
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, device=device, weights=args.weights)
@@ -36,7 +47,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         prior=prior,
         subset=args.subset,
     )
-    paths = write_outputs(scores, args.out, args.split)
+    paths = write_outputs(scores, args.out, args.split, fid=args.fid)
     metrics = scores.metrics()
     shown = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
     print(json.dumps(shown, indent=2))
@@ -53,7 +64,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
             "Score every image of a split under every class label, predict the most probable class, and "
             "write <split>_metrics.json (accuracy with a bootstrap 95% interval, macro F1, ECE, confusion "
             "matrix, bits/dim under the true label), <split>_log_likelihoods.csv (log p(x|y) and posteriors "
-            "per image), and for the test split the course submission CSV (id,label)."
+            "per image), and for the test split the course leaderboard's submission.csv: a header id,label, "
+            "one row per test image (its file name, e.g. 0000021.jpg, and the predicted class), and with "
+            "--fid a last row fid,<value>."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint file written by `pcnn train`")
@@ -68,6 +81,12 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--weights", choices=["auto", "ema", "raw"], default="auto", help="EMA or raw weights"
+    )
+    parser.add_argument(
+        "--fid",
+        type=float,
+        default=None,
+        help="test split: the FID to report on the leaderboard, written as the submission's last row",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.set_defaults(func=run_evaluate)

@@ -48,6 +48,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "FID_WEIGHTS_NAME",
     "FidWeightsUnavailable",
+    "check_output_folder",
     "convert_fid_helper_weights",
     "course_fid",
     "course_floor",
@@ -67,6 +68,7 @@ __all__ = [
     "matched_floor",
     "matched_real_reference",
     "non_sample_entries",
+    "remove_samples",
     "save_course_samples",
     "select_real_reference",
     "statistics",
@@ -998,6 +1000,34 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
     """Whether `path` is `folder` or lies below it (both resolved)."""
     path, folder = Path(path).resolve(), Path(folder).resolve()
     return path == folder or folder in path.parents
+
+
+def check_output_folder(folder: str | Path) -> None:
+    """Refuse (ValueError naming them) a samples folder that holds anything but sample files.
+
+    New samples are not mixed with other files, which the course would score or count as samples;
+    sample files of an earlier run are allowed (:func:`remove_samples` clears them).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"{folder} exists and is not a folder")
+    foreign = non_sample_entries(folder)
+    if foreign:
+        raise ValueError(
+            f"{folder} holds entries that are not samples ({list_entries(foreign)}); choose an empty folder"
+            " or move them out"
+        )
+
+
+def remove_samples(folder: str | Path) -> None:
+    """Delete the sample files in `folder`, so that a smaller new set leaves none of an earlier one behind."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and is_course_sample_name(path.name):
+                path.unlink()
 
 
 def save_course_samples(

@@ -16,7 +16,7 @@ import torch
 from pcnn.checkpoint import CheckpointError, load_model
 from pcnn.data import CLASS_NAMES
 from pcnn.device import resolve_device
-from pcnn.fid import is_course_sample_name, is_inside, list_entries, non_sample_entries, save_course_samples
+from pcnn.fid import check_output_folder, is_inside, remove_samples, save_course_samples
 from pcnn.sample import METHODS, sample, sample_grid_figure
 
 
@@ -24,33 +24,6 @@ def sibling_path(out: Path, suffix: str) -> Path:
     """`<out><suffix>` beside the folder `out` (e.g. samples -> samples_grid.png), also for `.` or `dir/`."""
     out = out.resolve()
     return out.parent / f"{out.name}{suffix}"
-
-
-def output_folder_problem(folder: Path) -> str | None:
-    """Why `folder` cannot take a new set of samples, or None.
-
-    A folder holding anything but sample files is refused (naming what is there) rather than mixed with
-    the new samples; sample files of an earlier run are fine (they are replaced).
-    """
-    if not folder.exists():
-        return None
-    if not folder.is_dir():
-        return f"{folder} exists and is not a folder"
-    foreign = non_sample_entries(folder)
-    if foreign:
-        return (
-            f"{folder} holds entries that are not samples ({list_entries(foreign)}); choose an empty folder"
-            " or move them out"
-        )
-    return None
-
-
-def remove_old_samples(folder: Path) -> None:
-    """Delete an earlier run's sample files, so that a smaller run leaves none of them behind."""
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.is_file() and is_course_sample_name(path.name):
-                path.unlink()
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -65,11 +38,12 @@ def run_sample(args: argparse.Namespace) -> int:
         print(f"error: --grid {grid_path} must lie outside the samples folder {out}", file=sys.stderr)
         return 2
     folders = [out] if png_dir is None else [out, png_dir]
-    for folder in folders:
-        problem = output_folder_problem(folder)
-        if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+    try:
+        for folder in folders:
+            check_output_folder(folder)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, device=device, weights=args.weights)
@@ -97,7 +71,7 @@ def run_sample(args: argparse.Namespace) -> int:
     ]
     images, labels = torch.cat(parts), labels.cpu()
     for folder in folders:
-        remove_old_samples(folder)
+        remove_samples(folder)
     save_course_samples(images, labels, out, png_dir=png_dir)
     grid = sample_grid_figure(images, labels, CLASS_NAMES, grid_path)
     copies = f" (PNG copies in {png_dir})" if png_dir is not None else ""
