@@ -38,8 +38,10 @@ is available, and on bad input.
 
 _EXAMPLES = """\
 examples:
-  pcnn fid --samples runs/x/samples --reference data/test
-  pcnn fid --samples runs/x/samples --data-dir data --floor
+  pcnn sample --checkpoint runs/x/checkpoints/best.pt --out runs/x/course_samples
+  pcnn fid --samples runs/x/course_samples --reference data/test
+  pcnn fid --samples runs/x/course_samples --data-dir data --floor
+  pcnn sample --checkpoint runs/x/checkpoints/best.pt --out runs/x/samples_1000 --per-class 250
   pcnn fid --protocol matched --samples runs/x/samples_1000 --data-dir data --floor --json fid.json
 """
 
