@@ -1,7 +1,11 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
 #   jupytext:
 #     formats: py:percent,ipynb
+#     notebook_metadata_filter: accelerator,colab
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -17,33 +21,47 @@
 # The CPEN455 data: four classes (burger, panda, koala, pizza) of 64x64 JPEGs that the model sees at
 # 32x32. This notebook counts the classes per split, shows examples of each class at the model's
 # resolution, measures pixel statistics and finds the grayscale images (which the loader replicates to
-# three channels). Without a data root it runs on the generated synthetic stand-in set.
+# three channels). Without a data root it runs on the course data on Colab (the setup cell fetches it)
+# and elsewhere on `$PCNN_DATA_DIR`, else on the generated synthetic stand-in set.
 #
 # Part of the pipeline `make demo` / `pcnn pipeline` (papermill passes the parameters below).
 
-# %% tags=["colab"]
-# On Google Colab: install the package (the first time) and pick the GPU runtime
-# (Runtime > Change runtime type > GPU). Elsewhere this cell does nothing.
-import os
-import subprocess
-import sys
-
-REPOSITORY = "https://github.com/OWNER/pcnn"  # placeholder until the repository is published
-if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", f"pcnn[notebooks] @ git+{REPOSITORY}"], check=True
-    )
-    # For the course data instead of the synthetic set: !pcnn data fetch --out data/cpen455
-    # and set data_dir = "data/cpen455" below.
-
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | seed (DESIGN section 7)
-data_dir = None  # None: $PCNN_DATA_DIR, else the built-in synthetic set
-run_dir = None  # None: build/<profile>/runs
-figures_dir = None  # None: build/<profile>/figures
+profile = None  # smoke | cpu | seed (DESIGN section 7); None: seed with a CUDA GPU, else smoke
+data_dir = None  # a course-layout folder, or "synthetic"; None: see the setup cell
+build_root = None  # None: Google Drive's MyDrive/pcnn/build on Colab, else <checkout>/build
+run_dir = None  # None: <build root>/<profile>/runs
+figures_dir = None  # None: <build root>/<profile>/figures
 seed = None  # None: the profile's training seed
 device = "auto"  # auto picks the GPU when there is one
 sizes = {}  # overrides of the profile's stage sizes (pcnn.pipeline.StageSizes)
+
+# %% tags=["setup"]
+# Set-up, the same in every notebook (generated from pcnn/colab.py by `python -m pcnn.colab`).
+# Where pcnn is not installed (a fresh Colab runtime) this clones REPO_URL and installs it. Then: the
+# profile (seed with a CUDA GPU, else smoke), Google Drive as the build root on Colab (runs and results
+# survive disconnects and reach the next notebook) and, on Colab, the course data fetched and checked
+# unless data_dir is given (data_dir = "synthetic" chooses the stand-in set).
+REPO_URL = "https://github.com/OWNER/pcnn"  # the repository to clone on Colab (your fork)
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("pcnn") is None:
+    if "/OWNER/" in REPO_URL:
+        raise RuntimeError(f"REPO_URL is still the placeholder {REPO_URL}: set it to your fork's URL")
+    checkout = Path("pcnn-checkout").resolve()
+    if not (checkout / "pyproject.toml").is_file():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(checkout)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(checkout)], check=True)
+    sys.path.insert(0, str(checkout))  # the editable install is seen by new processes only
+
+from pcnn.colab import setup_runtime
+
+profile, data_dir, run_dir, figures_dir = setup_runtime(
+    profile, data_dir=data_dir, build_root=build_root, run_dir=run_dir, figures_dir=figures_dir, device=device
+)
 
 # %%
 import numpy as np

@@ -1,7 +1,11 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
 #   jupytext:
 #     formats: py:percent,ipynb
+#     notebook_metadata_filter: accelerator,colab
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -19,28 +23,45 @@
 # trained on one budget and seed from the same initialisation seed, and compared on validation accuracy
 # (bootstrap 95% interval), macro F1, bits/dim and course-protocol FID. The comparison uses the weights at
 # the end of the budget, not a checkpoint selected on validation. Finished variants are not retrained.
-
-# %% tags=["colab"]
-# On Google Colab: install the package (the first time) and pick the GPU runtime
-# (Runtime > Change runtime type > GPU). Elsewhere this cell does nothing.
-import os
-import subprocess
-import sys
-
-REPOSITORY = "https://github.com/OWNER/pcnn"  # placeholder until the repository is published
-if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", f"pcnn[notebooks] @ git+{REPOSITORY}"], check=True
-    )
+# The `seed` profile compares them on the original report's reduced model (nr_filters 40, mix 10; the
+# stage size `ablation_overrides`): nine variants of its full model would cost nine main runs.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | seed (DESIGN section 7)
-data_dir = None  # None: $PCNN_DATA_DIR, else the built-in synthetic set
-run_dir = None  # None: build/<profile>/runs
-figures_dir = None  # None: build/<profile>/figures
+profile = None  # smoke | cpu | seed (DESIGN section 7); None: seed with a CUDA GPU, else smoke
+data_dir = None  # a course-layout folder, or "synthetic"; None: see the setup cell
+build_root = None  # None: Google Drive's MyDrive/pcnn/build on Colab, else <checkout>/build
+run_dir = None  # None: <build root>/<profile>/runs
+figures_dir = None  # None: <build root>/<profile>/figures
 seed = None  # None: the profile's training seed
 device = "auto"  # auto picks the GPU when there is one
 sizes = {}  # overrides of the profile's stage sizes (pcnn.pipeline.StageSizes)
+
+# %% tags=["setup"]
+# Set-up, the same in every notebook (generated from pcnn/colab.py by `python -m pcnn.colab`).
+# Where pcnn is not installed (a fresh Colab runtime) this clones REPO_URL and installs it. Then: the
+# profile (seed with a CUDA GPU, else smoke), Google Drive as the build root on Colab (runs and results
+# survive disconnects and reach the next notebook) and, on Colab, the course data fetched and checked
+# unless data_dir is given (data_dir = "synthetic" chooses the stand-in set).
+REPO_URL = "https://github.com/OWNER/pcnn"  # the repository to clone on Colab (your fork)
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("pcnn") is None:
+    if "/OWNER/" in REPO_URL:
+        raise RuntimeError(f"REPO_URL is still the placeholder {REPO_URL}: set it to your fork's URL")
+    checkout = Path("pcnn-checkout").resolve()
+    if not (checkout / "pyproject.toml").is_file():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(checkout)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(checkout)], check=True)
+    sys.path.insert(0, str(checkout))  # the editable install is seen by new processes only
+
+from pcnn.colab import setup_runtime
+
+profile, data_dir, run_dir, figures_dir = setup_runtime(
+    profile, data_dir=data_dir, build_root=build_root, run_dir=run_dir, figures_dir=figures_dir, device=device
+)
 
 # %%
 import pandas as pd
@@ -59,14 +80,18 @@ ctx = notebook_context(
     device=device,
     sizes=sizes,
 )
-print("budget per variant:", describe_budget(ctx.sizes.ablation_budget))
+ablation_base = ctx.ablation_config
+print(
+    f"budget per variant: {describe_budget(ctx.sizes.ablation_budget)}, on nr_filters "
+    f"{ablation_base.model.nr_filters}, nr_logistic_mix {ablation_base.model.nr_logistic_mix}"
+)
 
 # %% [markdown]
 # ## Train and evaluate every variant
 
 # %%
 rows = run_ablation(
-    ctx.config,
+    ablation_base,
     out_dir=ctx.paths.runs / "ablation",
     budget=ctx.sizes.ablation_budget,
     data_dir=ctx.data_root,

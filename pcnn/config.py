@@ -220,6 +220,9 @@ def _seed() -> RunConfig:
             lr_after_switch=1e-4,
             lr_decay_after_switch=0.997,
             seed=4399,
+            # Three GPU hours, summed over resumed sessions (a Colab runtime is lost on disconnect): 801
+            # epochs are ~104k steps, so a slower GPU stops at the budget, with `last` and `best` written.
+            max_minutes=180.0,
             eval_every=25,
             sample_every=25,
             checkpoint_every=25,

@@ -13,7 +13,7 @@ from pcnn.pipeline import NOTEBOOKS, Notebook, PipelineError, execute_notebook, 
 from ._pipeline import tiny_pipeline
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-PARAMETERS = {"profile", "data_dir", "run_dir", "figures_dir", "seed", "device", "sizes"}
+PARAMETERS = {"profile", "data_dir", "build_root", "run_dir", "figures_dir", "seed", "device", "sizes"}
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +29,36 @@ def test_parameters_cell_declares_the_pipeline_parameters(notebook: Notebook) ->
     names: dict = {}
     exec(cells[0].source, {}, names)  # noqa: S102 - our own notebook source
     assert PARAMETERS <= set(names)
-    assert names["profile"] == "smoke" and names["device"] == "auto"
-    first = nb.cells[1]
-    assert "colab" in first.metadata.get("tags", []) and "pip" in first.source, (
-        "first code cell installs on Colab"
-    )
+    assert names["profile"] is None and names["data_dir"] is None and names["device"] == "auto"
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code[0] is cells[0], "the parameters cell comes first"
+    assert code[1].metadata.get("tags") == ["setup"], "the setup cell follows it (it uses the parameters)"
 
 
 def test_stage_sizes_reject_unknown_names() -> None:
     assert stage_sizes("smoke").ablation_budget == {"max_steps": 24}
     with pytest.raises(ValueError, match="unknown stage size"):
         stage_sizes("smoke", {"no_such_size": 1})
+
+
+def test_seed_ablation_runs_the_reduced_model_on_an_epoch_budget() -> None:
+    from pcnn.ablate import variant_config
+    from pcnn.config import profile
+    from pcnn.pipeline import NotebookContext
+
+    def ablation_base(name: str):
+        fields = dict(paths=None, device="cpu", data_root=Path(), data_source="synthetic", seed=0)
+        ctx = NotebookContext(profile=name, sizes=stage_sizes(name), config=profile(name), **fields)
+        return ctx.ablation_config
+
+    sizes = stage_sizes("seed")
+    config = variant_config(
+        ablation_base("seed"), "film", sizes.ablation_budget, seed=0, eval_subset=0, polyak_decay=0.999
+    )
+    assert (config.model.nr_filters, config.model.nr_logistic_mix) == (40, 10)
+    assert config.train.epochs <= 50 and config.model.conditioning == "film"
+    assert profile("seed").train.max_minutes > 0, "the seed profile has a time budget"
+    assert ablation_base("cpu") == profile("cpu") and ablation_base("smoke") == profile("smoke")
 
 
 @pytest.mark.slow
