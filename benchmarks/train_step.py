@@ -35,18 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pcnn.config import ModelConfig, TrainConfig  # noqa: E402
+from pcnn.config import ModelConfig, TrainConfig, profile  # noqa: E402
+from pcnn.core_parallel import scored_count  # noqa: E402
 from pcnn.device import resolve_device  # noqa: E402
 from pcnn.likelihood import dmol_nll  # noqa: E402
 from pcnn.model import build_model  # noqa: E402
+from pcnn.precision import native_bf16_cpu  # noqa: E402
 from pcnn.runrecord import _cpu_name  # noqa: E402
 from pcnn.train import (  # noqa: E402
+    TrainStep,
     build_optimizer,
+    describe_precision,
     make_train_step,
-    native_bf16_cpu,
     resolve_precision,
 )
 
@@ -84,10 +88,60 @@ def plain_step(
     return step
 
 
+def course_dmol_loss(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """The course's training loss, as its reference code formulates it (Salimans et al.'s original): the
+    batch's summed NLL in nats, with the pdf-midpoint approximation in low-probability bins and
+    condition masks instead of `torch.where`. Same parameter layout as `pcnn.likelihood`."""
+    m = params.shape[1] // 10
+    x = x.permute(0, 2, 3, 1)  # B, H, W, 3
+    params = params.permute(0, 2, 3, 1)
+    logits = params[..., :m]
+    rest = params[..., m:].reshape(*x.shape, 3 * m)  # B, H, W, 3 colours, (means, log-scales, coefficients)
+    means, log_scales = rest[..., :m], rest[..., m : 2 * m].clamp(min=-7.0)
+    coeffs = torch.tanh(rest[..., 2 * m :])
+    x = x.unsqueeze(-1).expand(*x.shape, m)
+    mean_g = means[..., 1, :] + coeffs[..., 0, :] * x[..., 0, :]
+    mean_b = means[..., 2, :] + coeffs[..., 1, :] * x[..., 0, :] + coeffs[..., 2, :] * x[..., 1, :]
+    means = torch.stack([means[..., 0, :], mean_g, mean_b], dim=3)
+    centered = x - means
+    inv_scale = torch.exp(-log_scales)
+    plus_in, min_in = inv_scale * (centered + 1 / 255), inv_scale * (centered - 1 / 255)
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    log_cdf_plus = plus_in - F.softplus(plus_in)  # the lowest bin
+    log_one_minus_cdf_min = -F.softplus(min_in)  # the highest bin
+    mid_in = inv_scale * centered
+    log_pdf_mid = mid_in - log_scales - 2 * F.softplus(mid_in)
+    wide = (cdf_delta > 1e-5).float()
+    inner = wide * torch.log(cdf_delta.clamp(min=1e-12)) + (1 - wide) * (log_pdf_mid - math.log(127.5))
+    top = (x > 0.999).float()
+    inner = top * log_one_minus_cdf_min + (1 - top) * inner
+    bottom = (x < -0.999).float()
+    log_probs = bottom * log_cdf_plus + (1 - bottom) * inner
+    log_probs = log_probs.sum(dim=3) + F.log_softmax(logits, dim=-1)
+    return -torch.logsumexp(log_probs, dim=-1).sum()
+
+
+def course_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """The straightforward eager step of the course's formulation: model, its loss, autograd, Adam."""
+
+    def step(x: torch.Tensor, labels: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = course_dmol_loss(x, model(x, labels))
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
 def build_steps(
     setting: tuple[int, int, int], args: argparse.Namespace, device: torch.device, paths: tuple[str, ...]
 ) -> tuple[dict[str, Callable[[torch.Tensor, torch.Tensor], float]], torch.Tensor, torch.Tensor, TrainConfig]:
-    """Identically initialised models, one per path, and one fixed batch of grid images."""
+    """Identically initialised models, one per path, and one fixed batch of grid images. Paths: `plain`
+    and `fast` (this setting, the switches given), `course` and `profile` (the `cpu` profile's model; the
+    course's formulation, and the profile's own training config untouched)."""
     nf, mix, batch = setting
     train_config = dataclasses.replace(
         TrainConfig(batch_size=batch),
@@ -98,11 +152,18 @@ def build_steps(
     steps = {}
     for path in paths:
         torch.manual_seed(0)
-        model = build_model(ModelConfig(nr_filters=nf, nr_logistic_mix=mix)).to(device).train()
+        if path in ("course", "profile"):
+            model_config, path_config = profile("cpu").model, profile("cpu").train
+        else:
+            model_config, path_config = ModelConfig(nr_filters=nf, nr_logistic_mix=mix), train_config
+        model = build_model(model_config).to(device).train()
         if path == "plain":
             steps[path] = plain_step(model, torch.optim.Adam(model.parameters(), lr=2e-4))
+        elif path == "course":
+            steps[path] = course_step(model, torch.optim.Adam(model.parameters(), lr=2e-4))
         else:
-            steps[path] = make_train_step(model, build_optimizer(model, train_config), train_config)
+            steps[path] = make_train_step(model, build_optimizer(model, path_config), path_config)
+            train_config = path_config
     generator = torch.Generator().manual_seed(1)
     x = (torch.randint(0, 256, (batch, 3, 32, 32), generator=generator).float() / 127.5 - 1).to(device)
     labels = torch.randint(0, 4, (batch,), generator=generator).to(device)
@@ -163,24 +224,26 @@ def _memory_child(
     print(sum(_status_mb("VmHWM", pid) - rss for pid, rss in zip(pids, before)))
 
 
-def _plain_server(setting: tuple[int, int, int], args: argparse.Namespace, threads: int, conn: Any) -> None:
-    """In a process of its own: one plain step per message, answering with its time in seconds."""
+def _plain_server(
+    setting: tuple[int, int, int], args: argparse.Namespace, path: str, threads: int, conn: Any
+) -> None:
+    """In a process of its own: one step of `path` per message, answering with its time in seconds."""
     torch.set_num_threads(threads)
-    steps, x, labels, _ = build_steps(setting, args, torch.device("cpu"), ("plain",))
+    steps, x, labels, _ = build_steps(setting, args, torch.device("cpu"), (path,))
     while conn.recv() is not None:
         start = time.perf_counter()
-        steps["plain"](x, labels)
+        steps[path](x, labels)
         conn.send(time.perf_counter() - start)
 
 
 class _PlainProcess:
-    """The plain step in a child process, called like a step; each call returns the child's step time."""
+    """A straightforward step in a child process, called like a step; each call returns its step time."""
 
-    def __init__(self, setting: tuple[int, int, int], args: argparse.Namespace) -> None:
+    def __init__(self, setting: tuple[int, int, int], args: argparse.Namespace, path: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_plain_server, args=(setting, args, torch.get_num_threads(), child), daemon=True
+            target=_plain_server, args=(setting, args, path, torch.get_num_threads(), child), daemon=True
         )
         self.process.start()
         child.close()
@@ -194,16 +257,21 @@ class _PlainProcess:
         self.process.join()
 
 
-def bench_setting(
-    setting: tuple[int, int, int], args: argparse.Namespace, device: torch.device
-) -> dict[str, float | str | None]:
-    nf, mix, batch = setting
-    separate = device.type == "cpu"  # the plain step in its own process (module docstring)
+def time_paths(
+    setting: tuple[int, int, int],
+    args: argparse.Namespace,
+    device: torch.device,
+    baseline: str,
+    candidate: str,
+) -> tuple[dict[str, list[float]], dict[str, float], TrainStep, TrainConfig]:
+    """Alternating timed steps of a straightforward `baseline` path and the trainer's `candidate` path:
+    (step times, warm-up times, the candidate's step, its config)."""
+    separate = device.type == "cpu"  # the straightforward step in its own process (module docstring)
     steps, x, labels, train_config = build_steps(
-        setting, args, device, ("fast",) if separate else ("plain", "fast")
+        setting, args, device, (candidate,) if separate else (baseline, candidate)
     )
     if separate:
-        steps = {"plain": _PlainProcess(setting, args), **steps}
+        steps = {baseline: _PlainProcess(setting, args, baseline), **steps}
     warm: dict[str, float] = {}
     for name, step in steps.items():  # first calls: allocation, cuDNN autotuning, compilation
         start = time.perf_counter()
@@ -220,29 +288,63 @@ def bench_setting(
             _sync(device)
             elapsed = time.perf_counter() - start
             times[name].append(returned if isinstance(step, _PlainProcess) else elapsed)
-    fast_compiled = steps["fast"].compiled  # False after a compiler failure, whatever was asked
-    processes = 1 + len(steps["fast"].helper_pids)
     if separate:
-        steps["plain"].close()
-    del steps
+        steps[baseline].close()
+    return times, warm, steps[candidate], train_config
+
+
+def ratios(times: dict[str, list[float]], batch: int, baseline: str, candidate: str) -> dict[str, float]:
     rate = {name: batch / statistics.median(values) for name, values in times.items()}
     best = {name: batch / min(values) for name, values in times.items()}
     return {
+        "plain_img_s": rate[baseline],
+        "fast_img_s": rate[candidate],
+        "ratio": rate[candidate] / rate[baseline],
+        "ratio_best": best[candidate] / best[baseline],
+        # each timed baseline step against the candidate step right after it: drift of the machine's
+        # speed over the run cancels within a pair, so this scatters less between runs than the medians
+        "ratio_paired": statistics.median(a / b for a, b in zip(times[baseline], times[candidate])),
+    }
+
+
+def bench_setting(
+    setting: tuple[int, int, int], args: argparse.Namespace, device: torch.device
+) -> dict[str, float | str | None]:
+    nf, mix, batch = setting
+    times, warm, fast, train_config = time_paths(setting, args, device, "plain", "fast")
+    return {
         "setting": f"nf {nf}, mix {mix}, batch {batch}",
-        "plain_img_s": rate["plain"],
-        "fast_img_s": rate["fast"],
-        "ratio": rate["fast"] / rate["plain"],
-        "ratio_best": best["fast"] / best["plain"],
-        # each timed plain step against the fast step right after it: drift of the machine's speed over
-        # the run cancels within a pair, so this scatters less between runs than the ratio of medians
-        "ratio_paired": statistics.median(a / b for a, b in zip(times["plain"], times["fast"])),
+        **ratios(times, batch, "plain", "fast"),
         "plain_peak_mb": peak_memory_mb(setting, "plain", args, device),
         "fast_peak_mb": peak_memory_mb(setting, "fast", args, device),
         "fast_warmup_s": warm["fast"],
         "precision": str(resolve_precision(train_config, device) or "fp32"),
-        "compiled": str(fast_compiled),
-        "processes": processes,
+        "compiled": str(fast.compiled),  # False after a compiler failure, whatever was asked
+        "processes": 1 + len(fast.helper_pids),
     }
+
+
+def bench_profile_against_course(args: argparse.Namespace, device: torch.device) -> None:
+    """The `cpu` profile's default step, untouched, against the course's straightforward formulation."""
+    run = profile("cpu")
+    tc = run.train
+    setting = (run.model.nr_filters, run.model.nr_logistic_mix, tc.batch_size)
+    times, warm, step, _ = time_paths(setting, args, device, "course", "profile")
+    r = ratios(times, tc.batch_size, "course", "profile")
+    scored = tc.batch_size
+    if tc.disc_weight > 0:  # the hybrid term scores part of the batch under every class
+        scored += scored_count(tc.batch_size, tc.disc_fraction) * (run.model.num_classes - 1)
+    print(
+        f"\nthe `cpu` profile's default step (nf {setting[0]}, mix {setting[1]}, batch {setting[2]}, "
+        f"{scored} image-class scores per step with its hybrid term) against the course's formulation "
+        f"(eager model, the course's loss, Adam; {tc.batch_size} scores per step):\n"
+        f"  course {r['plain_img_s']:.2f} img/s, default {r['fast_img_s']:.2f} img/s: {r['ratio']:.2f}x "
+        f"(best {r['ratio_best']:.2f}x, paired {r['ratio_paired']:.2f}x); per image-class score "
+        f"{r['ratio'] * scored / tc.batch_size:.2f}x\n"
+        f"  default step: compiled {step.compiled}, processes {1 + len(step.helper_pids)}, "
+        f"warm-up {warm['profile']:.1f} s; precision {describe_precision(tc, device)}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,9 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per path (alternating)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps per path")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     parser.add_argument("--fast-path", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument(
+        "--course", choices=["on", "off"], default="on", help="also time the `cpu` profile against the course"
+    )
     parser.add_argument("--memory-of", choices=["plain", "fast"], help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
     if args.threads:
@@ -269,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(
         f"device {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} threads; "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native CPU bf16 {native_bf16_cpu()}"
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native CPU bf16 {native_bf16_cpu()}\n"
+        f"precision of the fast path: {describe_precision(TrainConfig(precision=args.precision), device)}"
     )
     header = (
         f"{'setting':<28} {'plain img/s':>11} {'fast img/s':>10} {'ratio':>6} {'(best)':>6} {'paired':>6} "
@@ -290,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             f"warm-up {r['fast_warmup_s']:.1f} s",
             flush=True,
         )
+    if args.course == "on":
+        bench_profile_against_course(args, device)
     return 0
 
 

@@ -76,7 +76,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     num_workers: int = -1  # DataLoader workers; -1 = auto (0 on a CPU, up to 8 on a GPU machine)
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (with loss scaling); auto: see pcnn.precision
     # auto | on | off. auto: on for CUDA; on the CPU, where compiling takes minutes, only for a run whose
     # budget (max_steps >= 1000, or else max_minutes >= 20) repays them
     compile: str = "auto"
@@ -105,7 +105,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         switches = {
-            "precision": ("auto", "fp32", "bf16"),
+            "precision": ("auto", "fp32", "bf16", "fp16"),
             "compile": ("auto", "on", "off"),
             "fast_path": ("auto", "on", "off"),
             "channels_last": ("auto", "on", "off"),

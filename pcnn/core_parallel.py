@@ -13,12 +13,21 @@ parts of the batch into shared buffers, computes its own part's gradient meanwhi
 gradients (returned through shared memory) in a fixed order; each helper seeds its dropout with a number
 drawn from the main process's generator. So the step is deterministic, and a resumed run repeats an
 uninterrupted one bit for bit, as with one process.
+
+The helpers are started with `spawn` (fork would copy this process's OpenMP threads' state), which
+normally re-imports the parent's `__main__` in every child. The helpers need nothing from it (their code
+lives in `pcnn`), and re-importing it breaks where a user calls the step: from `python -` there is no
+file to import, and an unguarded script (no `if __name__ == "__main__":`) would run again in the helper.
+So `_main_not_reimported` hides the main module from `spawn` while the helpers start. A helper that
+neither answers nor dies within `HELPER_TIMEOUT_S` is stopped and named in the error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
@@ -31,6 +40,11 @@ from torch import Tensor, nn
 # The loss of one part: (x, labels, weight of its bits/dim, weight of its cross-entropy) -> (loss, bits/dim),
 # the loss weighted as the part's share of the batch's loss, both detached, the gradient accumulated.
 PartBackward = Callable[[Tensor, Tensor, float, float], tuple[Tensor, Tensor]]
+
+# How long the main process waits for one answer of a helper before it calls the helper hung. A step of
+# the `seed` width takes seconds; a helper's first step compiles its graph, which took up to 3.5 minutes
+# on the 2-core CPU: fifteen minutes leaves a slow machine four times that.
+HELPER_TIMEOUT_S = 900.0
 
 
 def scored_count(batch: int, disc_fraction: float) -> int:
@@ -84,6 +98,7 @@ class CoreParallel:
         self.threads = threads
         self.disc_fraction = disc_fraction  # None: no hybrid term, every part's loss is its bits/dim
         self.capacity = math.ceil(batch_size / processes)  # the largest part a helper takes
+        self.timeout_s = HELPER_TIMEOUT_S
         self._helpers: list[_Helper] = []
 
     @property
@@ -95,8 +110,9 @@ class CoreParallel:
         for p in self.model.parameters():
             p.data.share_memory_()  # in place: the optimiser keeps updating the same tensors
         context = mp.get_context("spawn")  # fork would copy this process's OpenMP threads' state
-        for _ in range(self.processes - 1):
-            self._helpers.append(_Helper(context, self, x, labels))
+        with _main_not_reimported():
+            for _ in range(self.processes - 1):
+                self._helpers.append(_Helper(context, self, x, labels))
         self._finalizer = weakref.finalize(self, _stop_all, list(self._helpers))
         for helper in self._helpers:
             helper.wait_ready()
@@ -157,9 +173,11 @@ class _Helper:
         )
         self.process.start()
         child.close()
+        self.timeout_s = owner.timeout_s
 
     def _receive(self) -> Any:
         try:
+            self._wait_for_answer()
             message = self.conn.recv()
         except (EOFError, ConnectionError) as error:
             raise RuntimeError(
@@ -168,6 +186,21 @@ class _Helper:
         if isinstance(message, tuple) and message and message[0] == "error":
             raise RuntimeError(f"a training helper process failed:\n{message[1]}")
         return message
+
+    def _wait_for_answer(self) -> None:
+        """Return once the helper has answered or died; stop it and fail when it does neither in time."""
+        deadline = time.monotonic() + self.timeout_s
+        while not self.conn.poll(min(1.0, self.timeout_s)):
+            if not self.process.is_alive():
+                return  # the pipe is closed: recv raises EOFError, reported as a dead helper
+            if time.monotonic() >= deadline:
+                self.process.kill()  # SIGKILL: a stopped or deadlocked process ignores SIGTERM
+                self.process.join(timeout=10)
+                raise RuntimeError(
+                    f"a training helper process (pid {self.process.pid}) gave no answer within "
+                    f"{self.timeout_s:.0f} s and was stopped; the step failed (a checkpointed run resumes "
+                    "with --resume; train.cpu_processes=1 trains without helpers)"
+                )
 
     def wait_ready(self) -> None:
         self._receive()
@@ -187,6 +220,23 @@ class _Helper:
         """The part's (weighted loss, own bits/dim), once the helper has answered."""
         loss, bpd = self._receive()
         return torch.tensor(loss), torch.tensor(bpd)
+
+
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """While the block starts processes, `spawn` finds no main module to re-import (module docstring)."""
+    main = sys.modules.get("__main__")
+    hidden = {
+        k: main.__dict__.pop(k) for k in ("__spec__", "__file__") if main is not None and k in main.__dict__
+    }
+    if main is not None:
+        main.__spec__ = None  # spawn reads the attribute; None means "not imported from a module"
+    try:
+        yield
+    finally:
+        if main is not None:
+            del main.__spec__
+            main.__dict__.update(hidden)
 
 
 def _views(flat: Tensor, params: list[nn.Parameter]) -> list[Tensor]:

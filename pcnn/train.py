@@ -47,6 +47,7 @@ from pcnn.ema import EMA, unwrap
 from pcnn.fastpath import FastForward
 from pcnn.likelihood import dmol_nll, dmol_nll_fused
 from pcnn.model import build_model, check_labels
+from pcnn.precision import choose_precision
 from pcnn.runrecord import RunRecord, provenance, read_metrics
 from pcnn.train_data import (
     AugmentedView,
@@ -82,28 +83,15 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------- device policy
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), where bf16 autocast pays off."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def resolve_precision(train_config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the training step (None: plain float32); the likelihood is always float32.
+    `pcnn.precision` says how `auto` chooses, from the hardware's native arithmetic."""
+    return choose_precision(train_config.precision, device).dtype
 
-    `auto`: bf16 on CUDA GPUs that support it and on CPUs with native bf16 (avx512_bf16 / AMX); float32
-    elsewhere, where bf16 is emulated (7x slower than float32 on an AVX2-only CPU). After 80 steps of the
-    `cpu` profile's model the validation bits/dim of bf16 and float32 training differed by 0.04%.
-    """
-    choice = train_config.precision
-    if choice == "fp32":
-        return None
-    if choice == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if device.type == "cpu" and native_bf16_cpu():
-        return torch.bfloat16
-    return None
+
+def describe_precision(train_config: TrainConfig, device: torch.device) -> str:
+    """One line for a person: the precision the step will use on `device` and why (e.g. in a notebook)."""
+    return choose_precision(train_config.precision, device).describe()
 
 
 # On the 2-core CPU compiling costs 1.5-3.5 minutes and then saves 12-17% of every step: it repays itself
@@ -222,7 +210,10 @@ class TrainStep:
         self.ema = ema
         self.dist = dist_info or DistInfo()
         self.device = next(self.inner.parameters()).device
-        self.autocast_dtype = resolve_precision(train_config, self.device)
+        self.precision = choose_precision(train_config.precision, self.device)
+        self.autocast_dtype = self.precision.dtype
+        # fp16 gradients underflow without loss scaling (the scaler is checkpointed with the optimiser)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.scales_loss else None
         if self.device.type == "cpu":
             keep_freed_memory()  # the step's activations stay in the heap, not faulted in anew each step
         if optimizer is None:  # gradients only (a helper of `pcnn.core_parallel`)
@@ -235,6 +226,9 @@ class TrainStep:
         compiled = resolve_compile(train_config, self.device) if compiled is None else compiled
         self.objective = torch.compile(self._objective) if compiled else self._objective
         processes = resolve_processes(train_config, self.device, compiled, self.dist)
+        if self.scaler is not None:
+            processes = 1  # the helpers' parts would need the scaler's factor; fp16 is for GPUs anyway
+        self.processes = processes
         self.cores = None
         if processes > 1:
             self.cores = CoreParallel(
@@ -305,7 +299,7 @@ class TrainStep:
             loss, bpd = self._run_objective(x, labels)
         if (bpd_weight, ce_weight) != (1.0, 1.0):
             loss = bpd_weight * bpd + ce_weight * (loss - bpd)  # loss - bpd: the weighted cross-entropy
-        loss.backward()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         return loss.detach(), bpd.detach()
 
     @property
@@ -326,6 +320,8 @@ class TrainStep:
             loss, bpd = self.part_backward(x, labels)
         else:
             loss, bpd = self.cores.backward(x, labels, self.part_backward)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # the norm, the clipping and the guard see true gradients
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)  # equal on every process: gradients are averaged
         summary = torch.stack([loss.detach().float(), bpd.detach().float(), norm.float()])
@@ -334,10 +330,16 @@ class TrainStep:
         self.skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
         if self.skipped:
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()  # an overflow lowers the loss scale; no step is taken
             return loss_value
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.config.grad_clip, norm)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.inner)
         return loss_value
@@ -519,6 +521,7 @@ class _Trainer:
                 training_module(self.model, tc), device_ids=ids
             )
         self.step_fn = make_train_step(self.wrapped, self.optimizer, tc, ema=self.ema, dist_info=self.info)
+        _say(f"precision {self.step_fn.precision.describe()}", self.info)
         if self.step_fn.cores is not None:
             cores = self.step_fn.cores
             _say(
@@ -577,6 +580,8 @@ class _Trainer:
         }
         if full:
             state["optimizer"] = self.optimizer.state_dict()
+            if self.step_fn.scaler is not None:
+                state["grad_scaler"] = self.step_fn.scaler.state_dict()
             state["progress"] = {**dataclasses.asdict(self.state), "elapsed_s": self._elapsed()}
             state["world_size"] = self.info.world_size
         return state
@@ -608,6 +613,8 @@ class _Trainer:
             _say(f"resuming with changed training settings: {', '.join(changed)}", self.info)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.step_fn.scaler is not None and state.get("grad_scaler") is not None:
+            self.step_fn.scaler.load_state_dict(state["grad_scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
             self.ema.updates = state["progress"]["step"]
@@ -671,8 +678,9 @@ class _Trainer:
                         "resumed_at_step": self.state.step if resuming else None,
                         "world_size": self.info.world_size,
                         "data_dir": str(self.data_root),
-                        "precision": str(self.step_fn.autocast_dtype or torch.float32),
+                        "precision": self.step_fn.precision.describe(),
                         "compiled": self.step_fn.compiled,
+                        "cpu_processes": self.step_fn.processes,
                     },
                 )
             )
