@@ -13,6 +13,11 @@ step's (paired: least hurt by drift).
     python benchmarks/train_step.py                      # both settings on the default device
     python benchmarks/train_step.py --precision fp32     # force the float32 fast path
     python benchmarks/train_step.py --settings 40,5,16 --steps 12 --device cuda
+    python benchmarks/train_step.py --settings --profile-set train.cpu_processes=1   # the profile only
+
+Last, it times the `cpu` profile's default step (`pcnn train --profile cpu`, untouched unless
+`--profile-set`) against a straightforward eager step of the course's formulation (`course_dmol_loss`),
+and prints the precision the default chose and why.
 
 Peak memory: what one step needs above the memory that the model and optimiser hold: CUDA's allocator
 peak on a GPU; on Linux CPUs the peak resident set of a fresh process per path (reset through
@@ -39,7 +44,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pcnn.config import ModelConfig, TrainConfig, profile  # noqa: E402
+from pcnn.config import ModelConfig, RunConfig, TrainConfig, apply_overrides, profile  # noqa: E402
 from pcnn.core_parallel import scored_count  # noqa: E402
 from pcnn.device import resolve_device  # noqa: E402
 from pcnn.likelihood import dmol_nll  # noqa: E402
@@ -153,7 +158,7 @@ def build_steps(
     for path in paths:
         torch.manual_seed(0)
         if path in ("course", "profile"):
-            model_config, path_config = profile("cpu").model, profile("cpu").train
+            model_config, path_config = cpu_profile(args).model, cpu_profile(args).train
         else:
             model_config, path_config = ModelConfig(nr_filters=nf, nr_logistic_mix=mix), train_config
         model = build_model(model_config).to(device).train()
@@ -324,9 +329,15 @@ def bench_setting(
     }
 
 
+def cpu_profile(args: argparse.Namespace) -> RunConfig:
+    """The `cpu` profile as `pcnn train --profile cpu` runs it, with the `--profile-set` overrides."""
+    return apply_overrides(profile("cpu"), args.profile_set)
+
+
 def bench_profile_against_course(args: argparse.Namespace, device: torch.device) -> None:
-    """The `cpu` profile's default step, untouched, against the course's straightforward formulation."""
-    run = profile("cpu")
+    """The `cpu` profile's default step (untouched unless `--profile-set`) against the course's
+    straightforward formulation."""
+    run = cpu_profile(args)
     tc = run.train
     setting = (run.model.nr_filters, run.model.nr_logistic_mix, tc.batch_size)
     times, warm, step, _ = time_paths(setting, args, device, "course", "profile")
@@ -352,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NF,MIX,BATCH")
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        default=list(SETTINGS),
+        metavar="NF,MIX,BATCH",
+        help="fast against plain at these sizes (none: only the profile against the course)",
+    )
     parser.add_argument("--steps", type=int, default=6, help="timed steps per path (alternating)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps per path")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -361,6 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-path", default="auto", choices=["auto", "on", "off"])
     parser.add_argument(
         "--course", choices=["on", "off"], default="on", help="also time the `cpu` profile against the course"
+    )
+    parser.add_argument(
+        "--profile-set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a field of the `cpu` profile in that comparison, e.g. train.cpu_processes=1",
     )
     parser.add_argument("--memory-of", choices=["plain", "fast"], help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)

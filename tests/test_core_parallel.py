@@ -26,6 +26,9 @@ from tests.conftest import grid_images
 from tests.float32 import accumulation_rtol, assert_close_in_float32
 from tests.test_train import _assert_same_run, tiny_config
 
+# Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
+pytestmark = pytest.mark.isa_sensitive
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -46,7 +49,8 @@ def steps_of(processes: int, dropout: float = 0.0, steps: int = 2, **train: obje
     """A tiny model trained `steps` steps on `two_part_batch`: (losses, model, step)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=dropout))
-    config = TrainConfig(**{"batch_size": 5, "compile": "off", "cpu_processes": processes, **train})
+    settings = {"batch_size": 5, "compile": "off", "precision": "fp32", "cpu_processes": processes, **train}
+    config = TrainConfig(**settings)
     step = make_train_step(model, build_optimizer(model, config), config)
     x, labels = two_part_batch()
     return [step(x, labels) for _ in range(steps)], model, step
@@ -82,7 +86,7 @@ def test_the_hybrid_loss_weighs_each_part_by_its_images_and_scored_images() -> N
     (losses, _, _) = steps_of(2, steps=1, **hybrid)
     torch.manual_seed(0)
     model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
-    eager = TrainStep(model, None, TrainConfig(batch_size=5, compile="off", **hybrid))
+    eager = TrainStep(model, None, TrainConfig(batch_size=5, compile="off", precision="fp32", **hybrid))
     x, labels = two_part_batch()
     with torch.no_grad():
         parts = [eager._objective(x[:3], labels[:3]), eager._objective(x[3:], labels[3:])]
@@ -176,7 +180,7 @@ from pcnn.train import build_optimizer, make_train_step
 print("top level ran", flush=True)
 torch.manual_seed(0)
 model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8))
-config = TrainConfig(batch_size=4, compile="off", cpu_processes=2)
+config = TrainConfig(batch_size=4, compile="off", precision="fp32", cpu_processes=2)
 step = make_train_step(model, build_optimizer(model, config), config)
 x = torch.linspace(-1, 1, 4 * 3 * 8 * 8).view(4, 3, 8, 8)
 losses = [step(x, torch.tensor([0, 1, 2, 3])) for _ in range(2)]
@@ -211,7 +215,7 @@ def test_the_compiled_two_process_step_matches_the_eager_one_process_step() -> N
     """The path `pcnn train` takes on a multi-core CPU: compiled, two processes, the helper compiling its
     own graph. Batch 4 splits into equal parts, so both processes compile the same graph at once."""
     torch.set_num_threads(2)
-    hybrid = dict(disc_weight=0.5, disc_fraction=0.5, batch_size=4)
+    hybrid = dict(disc_weight=0.5, disc_fraction=0.5, batch_size=4, precision="fp32")
     x, labels = two_part_batch()
     x, labels = x[1:], labels[1:]  # two grid images in the main part, two black ones in the helper's
 

@@ -13,6 +13,9 @@ from pcnn.likelihood import dmol_nll, dmol_nll_fused
 from tests.conftest import grid_images, tiny_model
 from tests.test_likelihood import random_params
 
+# Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
+pytestmark = pytest.mark.isa_sensitive
+
 
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("conditioning", CONDITIONING_VARIANTS)

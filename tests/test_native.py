@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from pcnn import convgrad, native
 
+# Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
+pytestmark = pytest.mark.isa_sensitive
+
 needs_kernel = pytest.mark.skipif(not native.available(), reason="no AVX2/FMA CPU or no C++ compiler here")
 
 

@@ -17,6 +17,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 XEON_AVX512 = frozenset({"avx2", "avx512f", "avx512bw", "avx512_vnni"})  # bf16 only emulated
 SAPPHIRE_RAPIDS = XEON_AVX512 | {"avx512_bf16", "amx_bf16", "amx_tile"}
 ZEN2_AVX2 = frozenset({"avx2", "fma"})
+ZEN4 = XEON_AVX512 | {"avx512_bf16"}  # no AMX
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +26,20 @@ def x86(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
 
 
-@pytest.mark.parametrize("flags", [ZEN2_AVX2, XEON_AVX512, SAPPHIRE_RAPIDS])
-def test_auto_keeps_float32_on_every_cpu(flags: frozenset[str]) -> None:
+@pytest.mark.parametrize(
+    ("flags", "dtype"),
+    [(ZEN2_AVX2, None), (XEON_AVX512, None), (SAPPHIRE_RAPIDS, torch.bfloat16), (ZEN4, torch.bfloat16)],
+)
+def test_auto_on_a_cpu_takes_bf16_only_where_it_is_native(flags: frozenset[str], dtype) -> None:
     chosen = choose_precision("auto", CPU, flags=flags)
-    assert chosen.dtype is None and not chosen.scales_loss
-    native = "avx512_bf16" in flags
-    assert ("has native bf16" in chosen.reason) == native
-    assert ("no native bf16" in chosen.reason) == (not native)
+    assert chosen.dtype == dtype and not chosen.scales_loss
+    assert ("computes bf16 natively" in chosen.reason) == (dtype is not None)
+    assert ("no native bf16" in chosen.reason) == (dtype is None)
+
+
+def test_no_cpu_gets_bf16_where_the_machine_is_not_x86(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision.platform, "machine", lambda: "arm64")
+    assert choose_precision("auto", CPU, flags=SAPPHIRE_RAPIDS).dtype is None
 
 
 def test_native_bf16_is_read_from_the_flags_not_from_onednn(monkeypatch: pytest.MonkeyPatch) -> None:

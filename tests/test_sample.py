@@ -19,6 +19,9 @@ from pcnn.likelihood import log_bin_probability, split_params
 from pcnn.sample import cached_params, draw_pixel, sample, sample_grid_figure
 from tests.conftest import grid_images, randomize_, tiny_model
 
+# Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
+pytestmark = pytest.mark.isa_sensitive
+
 LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1
 
 

@@ -127,7 +127,7 @@ def test_seed_profile_is_the_original_configuration() -> None:
     assert profile("cpu").train.max_minutes == 60
     config = apply_overrides(profile("smoke"), ["train.epochs=3", "model.nr_filters=64", "train.polyak=true"])
     assert (config.train.epochs, config.model.nr_filters, config.train.polyak) == (3, 64, True)
-    for bad in ("train.disc_temperature=0", "train.disc_fraction=1.5", "train.precision=fp16"):
+    for bad in ("train.disc_temperature=0", "train.disc_fraction=1.5", "train.precision=fp8"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             apply_overrides(profile("smoke"), [bad])
 
@@ -211,6 +211,7 @@ def twin_steps(
     return models, steps, grid_images(4, 8), torch.tensor([0, 1, 2, 3])
 
 
+@pytest.mark.isa_sensitive
 def test_compiled_step_trains_like_the_eager_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """The `cpu` profile compiles its step on the CPU: same losses as eager, up to float rounding.
 
@@ -233,6 +234,26 @@ def test_bf16_autocast_step_trains_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -
     losses = [step(x, labels) for step in steps]
     assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=0.02)
     assert not torch.equal(model.u_init.bias, torch.zeros_like(model.u_init.bias))
+
+
+def test_fp16_scales_the_loss_and_resumes_with_the_scaler(data_dir: Path, tmp_path: Path) -> None:
+    """fp16 (the choice on GPUs with fp16 tensor cores and no native bf16) trains with a gradient scaler,
+    in one process, and a resumed run repeats the uninterrupted one. Run on the CPU's fp16 autocast."""
+    config = tiny_config(precision="fp16", cpu_processes=2, epochs=1)
+    reference = train(config, data_dir=data_dir, run_dir=tmp_path / "reference", progress=False)
+    assert all(math.isfinite(v) for _, v in read_losses(reference.run_dir))
+    assert load_checkpoint(reference.last_checkpoint)["grad_scaler"]["scale"] > 0
+    run = tmp_path / "run"
+    stopped = train(
+        config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 3
+    )
+    assert stopped.status == "callback"
+    train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    _assert_same_run(run, reference.run_dir)
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    step = make_train_step(model, build_optimizer(model, config.train), config.train)
+    assert step.scaler is not None and step.processes == 1  # helpers would miss the scale factor
 
 
 @pytest.mark.parametrize(
