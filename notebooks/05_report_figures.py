@@ -21,7 +21,9 @@
 # Writes every figure (PDF for LaTeX, PNG for the README), every table (`table_*.tex`) and the number
 # macros (`macros.tex`) that `report/main.tex` includes, from the results JSON of notebooks 00-04 only.
 # Nothing is typed by hand: a number in the report is a macro made here. `manifest.json` lists each
-# file written, with its SHA-256, and `results.json` holds the merged results they come from.
+# file written, with its SHA-256, and `results.json` holds the merged results they come from, with every
+# path of this machine written relative to a named folder (`<build>`, `<checkout>`, `<CPEN455 data>`):
+# the reference build's figures folder is committed.
 
 # %% tags=["parameters"]
 profile = None  # smoke | cpu | seed (DESIGN section 7); None: seed with a CUDA GPU, else smoke
@@ -67,6 +69,7 @@ from IPython.display import Markdown, display
 
 from pcnn import report
 from pcnn.pipeline import notebook_context, repo_root
+from pcnn.runrecord import portable
 
 ctx = notebook_context(
     profile,
@@ -78,7 +81,7 @@ ctx = notebook_context(
     sizes=sizes,
 )
 meta = {**ctx.meta, "sizes": ctx.sizes.to_dict()}
-results = report.merge_results(ctx.paths.results, meta)
+results = portable(report.merge_results(ctx.paths.results, meta), ctx.record_roots)
 missing = [name for name in report.RESULT_NAMES if results[name] is None]
 if missing:
     raise FileNotFoundError(f"results missing for {missing}: run notebooks 00-04 first ({ctx.paths.results})")

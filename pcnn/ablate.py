@@ -168,7 +168,8 @@ def run_ablation(
 
     `variants` defaults to `default_variants(base)`. Row keys: name, variant, polyak, objective,
     disc_weight, val_accuracy (None for `none`), val_accuracy_ci, val_f1, val_bpd, fid_course_mean,
-    fid_course_std, budget, steps, run_dir.
+    fid_course_std, budget, steps, run_dir (the variant's run folder relative to `out_dir`, the folder
+    holding `ablation.json`: the rows are committed, so they name no folder of this machine).
     """
     from pcnn.device import resolve_device
     from pcnn.train import train
@@ -190,6 +191,7 @@ def run_ablation(
     rows: list[dict[str, Any]] = []
     for name in variants if variants is not None else default_variants(base):
         run_dir = out / name
+        relative = run_dir.relative_to(out).as_posix()
         config = variant_config(
             base, name, budget, seed=seed, eval_subset=eval_subset, polyak_decay=polyak_decay
         )
@@ -198,7 +200,7 @@ def run_ablation(
         if row_path.is_file():
             saved = json.loads(row_path.read_text())
             if saved.get("settings") == row_settings:
-                rows.append(saved["row"])
+                rows.append({**saved["row"], "run_dir": relative})  # rows saved before it was relative
                 _write(out, rows)
                 continue
         _set_aside_if_stale(run_dir, config)
@@ -214,7 +216,7 @@ def run_ablation(
             "disc_weight": config.train.disc_weight,
             "budget": label,
             "steps": result.step,
-            "run_dir": str(run_dir),
+            "run_dir": relative,
         }
         row.update(_evaluate(checkpoint, root, eval_subset=eval_subset, device=device, progress=progress))
         row.update(_fid(checkpoint, root, per_class=fid_per_class, seeds=fid_seeds, device=device))

@@ -4,6 +4,8 @@
 (the model config, one set of weights, the run config and the metrics of the evaluation it was chosen
 at), so the committed reference checkpoint stays a few megabytes; `reference.json` beside it records
 the sha256 that `verify_export` (and the test suite) checks, so a corrupted or replaced file is caught.
+The sidecar is committed too, so it names its source relative to the working folder, never by an
+absolute path of this machine (`pcnn.runrecord.portable`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pcnn.runrecord import machine_roots, portable
 
 SIDECAR_SUFFIX = ".json"
 
@@ -78,6 +81,7 @@ def export_checkpoint(
         "model_config": slim["model_config"],
         **(extra or {}),
     }
+    sidecar = portable(sidecar, {**machine_roots(), str(Path.cwd()): ""})
     side = out.with_suffix(SIDECAR_SUFFIX)
     tmp = side.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")

@@ -316,14 +316,28 @@ class NotebookContext:
 
     @property
     def meta(self) -> dict[str, Any]:
-        """Provenance that the report prints: profile, data source, device, seed."""
+        """Provenance that the report prints: profile, data source, device, seed.
+
+        The data folder is named by `pcnn.runrecord.data_label`, not by its path: this goes into the
+        committed `results.json` and `manifest.json`.
+        """
+        from pcnn.runrecord import data_label
+
         return {
             "profile": self.profile,
             "data_source": self.data_source,
-            "data_dir": str(self.data_root),
+            "data_dir": data_label(self.data_root),
             "device": str(self.device),
             "seed": self.seed,
         }
+
+    @property
+    def record_roots(self) -> dict[str, str]:
+        """Folders that `pcnn.runrecord.portable` names in the figures folder's records: `<build>` (this
+        profile's build folder), `<checkout>`, the data folder and `~`."""
+        from pcnn.runrecord import machine_roots
+
+        return machine_roots(self.data_root, build=self.paths.build, checkout=repo_root())
 
     def seeds(self, offsets: list[int]) -> list[int]:
         """Sampling seeds: the notebook seed plus each offset (so one `seed` parameter moves them all)."""
@@ -577,12 +591,31 @@ def run_pipeline(
 RUN_RECORD_FILES = ("config.json", "provenance.json", "metrics.jsonl", "train_loss.csv")
 
 
+def _copy_record(source: Path, dest: Path, roots: dict[str, str]) -> None:
+    """Copy one record; a JSON file that names folders of this machine is rewritten `portable` (a build
+    made before the records were portable), any other file is copied byte for byte."""
+    from pcnn.runrecord import portable
+
+    if source.suffix == ".json":
+        try:
+            data = json.loads(source.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if data is not None and portable(data, roots) != data:
+            dest.write_text(json.dumps(portable(data, roots), indent=2) + "\n")
+            return
+    shutil.copy2(source, dest)
+
+
 def publish(profile: str, build_dir: str | Path | None = None, target: str | Path | None = None) -> Path:
     """Copy a build's figures folder to the committed `figures/` (the reference run's figures).
 
     Beside the figures go the records a reviewer needs to check them: the main training run's config,
-    provenance, metrics and loss log (`reference_run/`) and the ablation rows (`ablation.json`).
+    provenance, metrics and loss log (`reference_run/`) and the ablation rows (`ablation.json`). JSON
+    records are copied `portable` (`pcnn.runrecord`): committed files name no folder of this machine.
     """
+    from pcnn.runrecord import machine_roots
+
     root = repo_root()
     if root is None:
         raise PipelineError("publish runs from a checkout")
@@ -592,18 +625,19 @@ def publish(profile: str, build_dir: str | Path | None = None, target: str | Pat
         raise PipelineError(f"{source} holds no finished build (no manifest.json); run the pipeline first")
     dest = Path(target) if target else root / "figures"
     dest.mkdir(parents=True, exist_ok=True)
+    roots = machine_roots(build=build, checkout=root)
     for path in source.iterdir():
-        if path.is_file():
+        if path.is_file():  # as written: notebook 05 writes them portable, and the manifest hashes them
             shutil.copy2(path, dest / path.name)
     run_record = dest / "reference_run"
     for name in RUN_RECORD_FILES:
         path = build / "runs" / "main" / name
         if path.is_file():
             run_record.mkdir(exist_ok=True)
-            shutil.copy2(path, run_record / name)
+            _copy_record(path, run_record / name, roots)
     ablation = build / "runs" / "ablation" / "ablation.json"
     if ablation.is_file():
-        shutil.copy2(ablation, dest / "ablation.json")
+        _copy_record(ablation, dest / "ablation.json", roots)
     return dest
 
 
