@@ -336,26 +336,34 @@ def cpu_profile(args: argparse.Namespace) -> RunConfig:
 
 def bench_profile_against_course(args: argparse.Namespace, device: torch.device) -> None:
     """The `cpu` profile's default step (untouched unless `--profile-set`) against the course's
-    straightforward formulation."""
-    run = cpu_profile(args)
-    tc = run.train
-    setting = (run.model.nr_filters, run.model.nr_logistic_mix, tc.batch_size)
-    times, warm, step, _ = time_paths(setting, args, device, "course", "profile")
-    r = ratios(times, tc.batch_size, "course", "profile")
-    scored = tc.batch_size
-    if tc.disc_weight > 0:  # the hybrid term scores part of the batch under every class
-        scored += scored_count(tc.batch_size, tc.disc_fraction) * (run.model.num_classes - 1)
-    print(
-        f"\nthe `cpu` profile's default step (nf {setting[0]}, mix {setting[1]}, batch {setting[2]}, "
-        f"{scored} image-class scores per step with its hybrid term) against the course's formulation "
-        f"(eager model, the course's loss, Adam; {tc.batch_size} scores per step):\n"
-        f"  course {r['plain_img_s']:.2f} img/s, default {r['fast_img_s']:.2f} img/s: {r['ratio']:.2f}x "
-        f"(best {r['ratio_best']:.2f}x, paired {r['ratio_paired']:.2f}x); per image-class score "
-        f"{r['ratio'] * scored / tc.batch_size:.2f}x\n"
-        f"  default step: compiled {step.compiled}, processes {1 + len(step.helper_pids)}, "
-        f"warm-up {warm['profile']:.1f} s; precision {describe_precision(tc, device)}",
-        flush=True,
-    )
+    straightforward formulation; then, where the profile trains the hybrid objective, the same step on
+    the course's objective (`train.disc_weight=0`), which does the same work per image as the course's."""
+    variants = [args]
+    if cpu_profile(args).train.disc_weight > 0:
+        variants.append(
+            argparse.Namespace(**{**vars(args), "profile_set": [*args.profile_set, "train.disc_weight=0"]})
+        )
+    for variant in variants:
+        run = cpu_profile(variant)
+        tc = run.train
+        setting = (run.model.nr_filters, run.model.nr_logistic_mix, tc.batch_size)
+        times, warm, step, _ = time_paths(setting, variant, device, "course", "profile")
+        r = ratios(times, tc.batch_size, "course", "profile")
+        scored = tc.batch_size
+        if tc.disc_weight > 0:  # the hybrid term scores part of the batch under every class
+            scored += scored_count(tc.batch_size, tc.disc_fraction) * (run.model.num_classes - 1)
+        overrides = " ".join(variant.profile_set) or "none"
+        print(
+            f"\n`pcnn train --profile cpu` step (overrides: {overrides}; nf {setting[0]}, mix {setting[1]}, "
+            f"batch {setting[2]}, {scored} image-class scores per step) against the course's formulation "
+            f"(eager model, the course's loss, Adam; {tc.batch_size} scores per step):\n"
+            f"  course {r['plain_img_s']:.2f} img/s, default {r['fast_img_s']:.2f} img/s: {r['ratio']:.2f}x "
+            f"(best {r['ratio_best']:.2f}x, paired {r['ratio_paired']:.2f}x); per image-class score "
+            f"{r['ratio'] * scored / tc.batch_size:.2f}x\n"
+            f"  its step: compiled {step.compiled}, processes {1 + len(step.helper_pids)}, "
+            f"warm-up {warm['profile']:.1f} s; precision {describe_precision(tc, device)}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

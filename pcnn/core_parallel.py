@@ -37,6 +37,8 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
+from pcnn.precision import native_bf16_cpu
+
 # The loss of one part: (x, labels, weight of its bits/dim, weight of its cross-entropy) -> (loss, bits/dim),
 # the loss weighted as the part's share of the batch's loss, both detached, the gradient accumulated.
 PartBackward = Callable[[Tensor, Tensor, float, float], tuple[Tensor, Tensor]]
@@ -45,6 +47,15 @@ PartBackward = Callable[[Tensor, Tensor, float, float], tuple[Tensor, Tensor]]
 # the `seed` width takes seconds; a helper's first step compiles its graph, which took up to 3.5 minutes
 # on the 2-core CPU: fifteen minutes leaves a slow machine four times that.
 HELPER_TIMEOUT_S = 900.0
+
+
+def helps_on_this_cpu(capability: str | None = None, flags: frozenset[str] | None = None) -> bool:
+    """Whether a second process is measured to speed up a compiled step on this kind of CPU: on AVX2 CPUs
+    (1.10-1.21x, AMD EPYC) and on AVX-512 CPUs with native bf16 (1.14x in bf16, paired medians, AMD EPYC
+    with avx512_bf16), but not on AVX-512 CPUs without it (0.92x on an Intel Xeon, where oneDNN's AVX-512
+    kernels keep both cores busy). Elsewhere (other architectures) it is unmeasured, so not used."""
+    capability = capability or torch.backends.cpu.get_cpu_capability()
+    return capability == "AVX2" or (capability == "AVX512" and native_bf16_cpu(flags))
 
 
 def scored_count(batch: int, disc_fraction: float) -> int:

@@ -39,7 +39,7 @@ from pcnn import distributed
 from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
 from pcnn.classify import posterior
 from pcnn.config import ModelConfig, RunConfig, TrainConfig
-from pcnn.core_parallel import CoreParallel, scored_count
+from pcnn.core_parallel import CoreParallel, helps_on_this_cpu, scored_count
 from pcnn.data import CLASS_NAMES, CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
 from pcnn.device import keep_freed_memory, resolve_device
 from pcnn.distributed import DistInfo
@@ -123,13 +123,14 @@ def resolve_processes(
 ) -> int:
     """Processes sharing each CPU step (`pcnn.core_parallel`): `cpu_processes` if set (> 0); auto (0) uses
     two on a CPU with at least two intra-op threads when the step is compiled, i.e. in a run long enough
-    to repay the helper's start and compile (a minute), and one under torchrun or on a GPU."""
+    to repay the helper's start and compile (a minute), and where a second process was measured to help
+    (`core_parallel.helps_on_this_cpu`); one under torchrun or on a GPU."""
     tc = train_config
     if device.type != "cpu" or dist_info.enabled or tc.batch_size < 2:
         return 1
     if tc.cpu_processes > 0:
         return min(tc.cpu_processes, tc.batch_size)
-    return 2 if compiled and torch.get_num_threads() >= 2 else 1
+    return 2 if compiled and torch.get_num_threads() >= 2 and helps_on_this_cpu() else 1
 
 
 def training_module(model: nn.Module, train_config: TrainConfig) -> nn.Module:

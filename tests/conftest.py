@@ -11,6 +11,10 @@ import torch
 from pcnn.config import ModelConfig
 from pcnn.model import build_model
 
+# The tests exercise the hand-written CPU kernel wherever it can run, also on AVX-512 CPUs, where it is
+# off by default (`pcnn.native.wanted`); its default policy is tested with the capability mocked.
+os.environ.setdefault("PCNN_NATIVE", "1")
+
 # One intra-op thread per test process: `make test` runs pytest with two workers (pytest-xdist), and
 # oversubscribed OpenMP threads on a 2-core machine slow tiny-model tests by 50x or more.
 torch.set_num_threads(1)

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch import nn
 
+from pcnn import precision
 from pcnn.config import ModelConfig, TrainConfig
-from pcnn.core_parallel import CoreParallel, part_sizes, scored_count
+from pcnn.core_parallel import CoreParallel, helps_on_this_cpu, part_sizes, scored_count
 from pcnn.data import make_synthetic
 from pcnn.distributed import DistInfo
 from pcnn.model import build_model
@@ -128,18 +129,40 @@ def test_a_dead_helper_fails_the_step_clearly() -> None:
 @pytest.mark.parametrize(
     ("device", "compile_on", "threads", "setting", "expected"),
     [
-        ("cpu", True, 2, 0, 2),  # auto: a compiled CPU step on two threads
+        ("cpu", True, 2, 0, 2),  # auto: a compiled CPU step on two threads (on an AVX2 CPU, mocked)
         ("cpu", False, 2, 0, 1),  # not compiled: a short run, not worth starting a helper
         ("cpu", True, 1, 0, 1),
         ("cuda", True, 2, 0, 1),
         ("cpu", False, 1, 3, 3),  # asked for
     ],
 )
-def test_auto_splits_only_long_cpu_runs(device, compile_on, threads, setting, expected) -> None:
+def test_auto_splits_only_long_cpu_runs(monkeypatch, device, compile_on, threads, setting, expected) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     torch.set_num_threads(threads)
     config = TrainConfig(cpu_processes=setting)
     assert resolve_processes(config, torch.device(device), compile_on, DistInfo()) == expected
     assert resolve_processes(config, torch.device("cpu"), compile_on, DistInfo(world_size=2)) == 1
+
+
+@pytest.mark.parametrize(
+    ("capability", "flags", "expected"),
+    [
+        ("AVX2", frozenset({"avx2"}), True),  # AMD EPYC (AVX2): 1.10-1.21x
+        ("AVX512", frozenset({"avx512f", "avx512_bf16"}), True),  # AMD EPYC with native bf16: 1.14x
+        ("AVX512", frozenset({"avx512f"}), False),  # Intel Xeon without avx512_bf16: 0.92x
+        ("DEFAULT", frozenset(), False),  # not measured
+    ],
+)
+def test_a_second_process_is_used_only_where_it_was_measured_to_help(
+    monkeypatch, capability, flags, expected
+) -> None:
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    assert helps_on_this_cpu(capability, flags) is expected
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    torch.set_num_threads(2)
+    auto = TrainConfig(cpu_processes=0)
+    assert resolve_processes(auto, torch.device("cpu"), True, DistInfo()) == (2 if expected else 1)
 
 
 def test_a_two_process_run_resumes_bit_for_bit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

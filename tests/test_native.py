@@ -95,6 +95,20 @@ def test_build_is_cached_and_a_failing_compiler_falls_back_with_a_warning(tmp_pa
         assert native._load.__wrapped__() is None
 
 
+@pytest.mark.parametrize(
+    ("capability", "setting", "expected"),
+    [("AVX2", None, True), ("AVX512", None, False), ("AVX512", "1", True), ("AVX2", "0", False)],
+)
+def test_the_kernel_is_on_by_default_only_where_it_beat_onednn(monkeypatch, capability, setting, expected):
+    if setting is None:
+        monkeypatch.delenv("PCNN_NATIVE", raising=False)
+    else:
+        monkeypatch.setenv("PCNN_NATIVE", setting)
+    assert native.wanted(capability) is expected
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert native.wanted() is expected
+
+
 def test_the_environment_switch_turns_the_kernel_off(monkeypatch) -> None:
     monkeypatch.setenv("PCNN_NATIVE", "0")
     with warnings.catch_warnings():
