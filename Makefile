@@ -45,6 +45,15 @@ report: $(STAMP) tex
 	$(BIN)/python -m pcnn.pipeline --profile $(PROFILE)
 	@echo "report: $(BUILD)/report.pdf"
 
+# The report of the committed reference build, from figures/ as committed: no training, no notebooks,
+# seconds. Writes the committed report/pcnn_report.pdf (the same bytes again when nothing changed);
+# LaTeX's auxiliary files go to build/paper/.
+.PHONY: paper
+PAPER := report/pcnn_report.pdf
+paper: $(STAMP) tex
+	$(BIN)/python -m pcnn.report --figures figures --out $(PAPER) --work-dir build/paper
+	@echo "paper: $(PAPER)"
+
 .PHONY: notebooks tex
 # Jupyter notebooks (.ipynb, e.g. for Colab) next to the reviewed jupytext sources notebooks/NN_name.py.
 notebooks: $(STAMP)

@@ -64,6 +64,7 @@ profile, data_dir, run_dir, figures_dir = setup_runtime(
 
 # %%
 import json
+import shutil
 
 from IPython.display import Markdown, display
 
@@ -116,6 +117,22 @@ for stem in report.OPTIONAL_FIGURES:
 written += report.write_tables(results, ctx.paths.figures)
 print((ctx.paths.figures / "macros.tex").read_text())
 print((ctx.paths.figures / "table_ablation.tex").read_text())
+
+# %% [markdown]
+# ## The test split's submission
+# Notebook 01 writes the leaderboard file when it scores the whole test split; a copy goes beside the
+# figures (`submission.csv`), so that publishing the build commits it with them.
+
+# %%
+submission = ctx.paths.results / "test" / "submission.csv"
+copy = ctx.paths.figures / "submission.csv"
+if results["training"].get("submission") and submission.is_file():
+    shutil.copy2(submission, copy)
+    written.append(copy)
+    print("submission:", copy)
+else:
+    copy.unlink(missing_ok=True)  # a stale copy from an earlier build must not pass for this one's
+    print("no submission in this build (the profile scores a validation subset only)")
 
 # %% [markdown]
 # ## Check: every file the report includes was written by this build

@@ -80,6 +80,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
             "table_classification.tex",
             "table_finetune.tex",
             "table_checks.tex",
+            "table_original.tex",
             "results.json",
             "manifest.json",
         ),

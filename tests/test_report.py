@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from pcnn import report
 from ._pipeline import tiny_pipeline
 
 REPORT_DIR = Path(__file__).resolve().parent.parent / "report"
+FIGURES_DIR = REPORT_DIR.parent / "figures"
+PAPER = REPORT_DIR / "pcnn_report.pdf"  # `make paper`: the committed reference build's report
 
 
 def test_macros_of_empty_results_say_not_available() -> None:
@@ -151,3 +155,104 @@ def test_report_builds_from_the_pipeline_figures(tmp_path_factory: pytest.TempPa
         assert (figures / produced[0]).stat().st_mtime >= build["started_at"] - 1
     pdf = report.build_report(figures, Path(build["build"]) / "report.pdf", report_dir=REPORT_DIR)
     assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 50_000
+
+
+def test_original_report_is_quoted_beside_this_builds_measured_numbers() -> None:
+    results = {
+        "meta": {"profile": "cpu", "data_source": "course"},
+        "training": {
+            "config": {"name": "cpu", "model": {"nr_filters": 40, "nr_logistic_mix": 10}},
+            "epochs": 11,
+            "wall_time_s": 3600.0,
+            "device": "cpu",
+            "validation": {"accuracy": 0.803, "accuracy_ci95": [0.769, 0.838], "macro_f1": 0.802},
+        },
+        "sampling": {
+            "fid": {
+                "available": True,
+                "course": {
+                    "model": {"mean": 17.5, "std": 0.03, "n": 3, "n_samples": 100, "dims": 192},
+                    "floor": {"mean": 31.7, "std": 0.3, "n": 5},
+                },
+            }
+        },
+    }
+    table = report.original_table(results)
+    assert "original report (quoted, not measured here)" in table and "this build (measured)" in table
+    assert "full model & nf 128, mix 100 & 801 epochs, GPU & test & 88.9 & 0.89 & 21.3" in table
+    assert "reduced model & nf 40, mix 10 & 200 epochs, GPU & validation & 74.1 & -- & 37.6" in table
+    assert "reduced model & nf 40, mix 10 & 350 epochs, GPU & validation & 81.2 & -- & 28.7" in table
+    assert r"80.3 [76.9, 83.8] & 0.80 & 17.5 $\pm$ 0.0" in table and "60 min, cpu" in table
+    macros = report.report_macros(results)
+    full = (macros["OrigFullAccuracy"], macros["OrigFullFOne"], macros["OrigFullFid"])
+    assert full == ("88.9", "0.89", "21.3")
+    assert (macros["OrigReducedShortEpochs"], macros["OrigReducedLongAccuracy"]) == ("200", "81.2")
+    text = report.macros_tex(results)
+    assert r"\FidCourseBelowFloortrue" in text, "17.5 under a floor of 31.7: the protocol cannot rank samples"
+    assert r"\SubmissionWrittenfalse" in text and r"\HybridObjectivefalse" in text
+
+
+def test_conditionals_follow_the_results() -> None:
+    above = {"fid": {"course": {"model": {"mean": 40.0}, "floor": {"mean": 31.7}}}}
+    assert not report.fid_course_below_floor(above) and not report.fid_course_below_floor({})
+    results = {
+        "sampling": above,
+        "training": {
+            "submission": "<build>/runs/results/test/submission.csv",
+            "config": {"train": {"disc_weight": 0.01}},
+        },
+    }
+    text = report.macros_tex(results)
+    assert r"\FidCourseBelowFloorfalse" in text and r"\HybridObjectivetrue" in text
+    assert r"\SubmissionWrittentrue" in text
+    assert report.report_macros(results)["SubmissionFile"] == "<build>/runs/results/test/submission.csv"
+
+
+def test_committed_tables_and_macros_are_generated_from_the_committed_results() -> None:
+    results = json.loads((FIGURES_DIR / "results.json").read_text())
+    assert (FIGURES_DIR / "macros.tex").read_text() == report.macros_tex(results)
+    assert (FIGURES_DIR / "table_original.tex").read_text() == report.original_table(results)
+
+
+def _pdf_text(pdf: Path) -> str | None:
+    """The PDF's text (pdftotext, poppler-utils), or None where that tool is not installed."""
+    if shutil.which("pdftotext") is None:
+        return None
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return " ".join(text.split())
+
+
+def _check_paper_text(text: str) -> None:
+    assert "Our model beside the original report" in text
+    assert "88.9" in text and "21.3" in text and "74.1" in text and "81.2" in text
+    assert "cannot rank sample quality" in text and "matched protocol" in text
+    assert "submission.csv" in text and "id,label" in text
+    assert "pcnn evaluate --checkpoint checkpoints/reference.pt --split test" in text
+
+
+def test_committed_paper_is_there_and_says_what_the_issue_asks() -> None:
+    assert PAPER.is_file(), "report/pcnn_report.pdf is missing: run `make paper`"
+    assert PAPER.read_bytes()[:5] == b"%PDF-"
+    text = _pdf_text(PAPER)
+    if text is None:
+        pytest.skip("pdftotext (poppler-utils) not installed: the PDF's text is not checked")
+    _check_paper_text(text)
+    assert "CPEN455 course project report" in text and "not a NeurIPS submission" in text
+
+
+@pytest.mark.slow
+def test_paper_builds_from_the_committed_figures_without_training(tmp_path: Path) -> None:
+    """What `make paper` runs: `python -m pcnn.report --figures figures` (no notebook, no training)."""
+    if not report.latexmk_available():
+        pytest.skip(f"latexmk/pdflatex not installed: {report.install_hint()}")
+    out = tmp_path / "paper" / "pcnn_report.pdf"
+    work = tmp_path / "latex-work"
+    assert report.main(["--figures", str(FIGURES_DIR), "--out", str(out), "--work-dir", str(work)]) == 0
+    assert out.read_bytes()[:5] == b"%PDF-" and not (out.parent / "latex").exists()
+    assert b"/PTEX.FileName" not in out.read_bytes(), "the PDF names no folder of the building machine"
+    text = _pdf_text(out)
+    if text is None:
+        source = (REPORT_DIR / "main.tex").read_text()
+        assert "cannot rank sample quality" in source and r"\input{table_original}" in source
+        return
+    _check_paper_text(text)
