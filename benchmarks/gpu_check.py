@@ -8,7 +8,11 @@ It writes, into OUT: `summary.json` (throughput, validation metrics, sampler tim
 the reference run's `reference.pt` (best checkpoint by validation accuracy), `ref_metrics.jsonl`,
 `ref_train_loss.csv`, `ref_config.json`, `ref_provenance.json`, and `ref_samples.pt` (uint8 samples of
 the reference model: 5 seeds x 25 per class for the course FID, and 250 per class for the matched FID;
-FID itself is computed on the CPU machine, which holds the Inception weights).
+FID itself is computed on the CPU machine, which holds the Inception weights). Paths in `summary.json`
+are written relative to `<work>` (its scratch folder), never as this machine's absolute paths.
+
+The one-call check of the `seed` profile with the notebook pipeline, recorded under `figures/runs/`, is
+`python -m pcnn.gpu_smoke` instead.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pcnn.config import apply_overrides, profile
 from pcnn.data import CPEN455Dataset
 from pcnn.device import resolve_device
 from pcnn.evaluate import score_split
+from pcnn.runrecord import portable
 from pcnn.sample import sample
 
 
@@ -95,7 +100,8 @@ def main() -> None:
     }
 
     def save() -> None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        record = portable(json.loads(json.dumps(summary, default=str)), {str(work): "<work>"})
+        (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
 
     ref_overrides = [
         f"train.num_workers={args.workers}",
