@@ -4,6 +4,7 @@ process, reproducible, resumable bit for bit, and loud when a helper dies."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -170,6 +171,8 @@ def test_a_two_process_run_resumes_bit_for_bit(tmp_path: Path, capsys: pytest.Ca
     config = tiny_config(cpu_processes=2, epochs=2)
     reference = train(config, data_dir=data_dir, run_dir=tmp_path / "reference", progress=False)
     assert "shared by 2 processes" in capsys.readouterr().out
+    session = json.loads((reference.run_dir / "provenance.json").read_text())["sessions"][-1]
+    assert session["cpu_processes"] == 2 and session["precision"].startswith("fp32: asked for")
     run = tmp_path / "run"
     first = train(
         config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda step, loss: step == 5
