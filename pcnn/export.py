@@ -4,8 +4,9 @@
 (the model config, one set of weights, the run config and the metrics of the evaluation it was chosen
 at), so the committed reference checkpoint stays a few megabytes; `reference.json` beside it records
 the sha256 that `verify_export` (and the test suite) checks, so a corrupted or replaced file is caught.
-The sidecar is committed too, so it names its source relative to the working folder, never by an
-absolute path of this machine (`pcnn.runrecord.portable`).
+The sidecar and the checkpoint are committed, so they name paths (the source, a fine-tune's
+`init_checkpoint`) relative to the working folder, never as absolute paths of this machine
+(`pcnn.runrecord.portable`).
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ def export_checkpoint(
     src = resolve_source(source, which)
     state = load_checkpoint(src)
     use_ema = weights == "auto" and state.get("ema") is not None
+    roots = {**machine_roots(), str(Path.cwd()): ""}
     slim = {
         "model_config": state["model_config"],
         "model": state["ema"] if use_ema else state["model"],
         "ema": None,
-        "run_config": state.get("run_config"),
+        "run_config": portable(state.get("run_config"), roots),  # a fine-tune's init_checkpoint path
         "epoch": state.get("epoch"),
         "step": state.get("step"),
         "metrics": state.get("metrics"),
@@ -81,7 +83,7 @@ def export_checkpoint(
         "model_config": slim["model_config"],
         **(extra or {}),
     }
-    sidecar = portable(sidecar, {**machine_roots(), str(Path.cwd()): ""})
+    sidecar = portable(sidecar, roots)
     side = out.with_suffix(SIDECAR_SUFFIX)
     tmp = side.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from pcnn.checkpoint import model_state, save_checkpoint
+from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
 from pcnn.runrecord import data_label, machine_roots, portable, provenance, runs_index
 from tests.conftest import tiny_model
 
@@ -122,12 +122,14 @@ def test_export_sidecar_names_its_source_relative(tmp_path: Path, monkeypatch: p
 
     model = tiny_model()
     run = tmp_path / "build" / "run"
-    save_checkpoint(
-        run / "checkpoints" / "best.pt", {"model_config": asdict(model.config), "model": model_state(model)}
-    )
+    run_config = {"train": {"init_checkpoint": str(tmp_path / "build" / "base" / "best.pt")}}
+    state = {"model_config": asdict(model.config), "model": model_state(model), "run_config": run_config}
+    save_checkpoint(run / "checkpoints" / "best.pt", state)
     monkeypatch.chdir(tmp_path)
     sidecar = export_checkpoint(run.resolve(), tmp_path / "out" / "ref.pt")
     assert sidecar["source"] == "build/run/checkpoints/best.pt"
+    exported = load_checkpoint(tmp_path / "out" / "ref.pt")["run_config"]
+    assert exported["train"]["init_checkpoint"] == "build/base/best.pt"
     saved = json.loads((tmp_path / "out" / "ref.json").read_text())
     assert absolute_paths(saved, (str(tmp_path),)) == []
 
