@@ -186,7 +186,8 @@ def _cpu() -> RunConfig:
             epochs=1000,
             batch_size=16,
             # An hour is about eleven epochs: start at twice the course's 2e-4 and decay by 0.8 per epoch, to
-            # 3.4e-5 by the end of the hour (80.3% against 78.2% for a constant 2e-4; README).
+            # 3.4e-5 by the end of the hour (80.3% against 78.2% for a constant 2e-4;
+            # docs/runs.md#the-cpu-profiles-choices).
             lr=4e-4,
             lr_decay=0.8,
             seed=0,
@@ -244,7 +245,8 @@ def profile(name: str) -> RunConfig:
 
 
 def profiles_markdown() -> str:
-    """The README's table of every field on which the profiles differ, generated so it cannot drift."""
+    """The table of every field on which the profiles differ (docs/design.md#profiles), generated so it
+    cannot drift."""
     configs = [profile(name) for name in PROFILES]
     lines = [
         "| field | " + " | ".join(f"`{name}`" for name in PROFILES) + " |",

@@ -521,11 +521,11 @@ def test_cli_trains_with_overrides_and_resumes_a_finished_run(data_dir: Path, tm
     assert _cli(["train", "--resume", "--data-dir", str(data_dir)]) == 2  # which run?
 
 
-def test_readme_lists_the_profiles_as_they_are() -> None:
+def test_design_doc_lists_the_profiles_as_they_are() -> None:
     from pcnn.config import profiles_markdown
 
-    readme = (REPO / "README.md").read_text()
-    assert profiles_markdown() in readme, "README profile table drifted: paste profiles_markdown()"
+    design = (REPO / "docs" / "design.md").read_text()
+    assert profiles_markdown() in design, "docs/design.md#profiles table drifted: paste profiles_markdown()"
 
 
 def test_ema_warms_up_then_averages_with_its_decay() -> None:

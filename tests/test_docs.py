@@ -1,0 +1,97 @@
+"""The README and docs/ stay in step with the code: the generated package map, and every link into docs/
+(from docstrings, notebooks, tests, the report and the documents themselves) names a file and a heading
+that exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pcnn import package_map
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+README_MAX_LINES = 220  # a README about use; measured history goes to docs/performance.md and docs/runs.md
+
+# `docs/design.md#likelihood` anywhere; inside docs/, also Markdown links `(design.md#x)`, `(#x)`, `(../x)`.
+_CITATION = re.compile(r"docs/([\w-]+\.md)(?:#([\w-]+))?")
+_RELATIVE_LINK = re.compile(r"\]\((?!https?:)([^)#\s]*)(?:#([\w-]+))?\)")
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings (lower case, punctuation dropped, spaces to -)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not re.match(r"#{1,6} ", line):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def _sources() -> list[Path]:
+    files = [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
+    for folder, pattern in (("pcnn", "*.py"), ("tests", "*.py"), ("notebooks", "*.py"), ("report", "*.tex")):
+        files += sorted((REPO / folder).glob(pattern))
+    return files
+
+
+def _check(target: Path, anchor: str | None, where: str, problems: list[str]) -> None:
+    if not target.exists():
+        problems.append(f"{where}: {target.relative_to(REPO)} does not exist")
+    elif anchor and anchor not in github_anchors(target.read_text(encoding="utf-8")):
+        problems.append(f"{where}: no heading for #{anchor} in {target.relative_to(REPO)}")
+
+
+def test_links_into_docs_name_existing_headings() -> None:
+    problems: list[str] = []
+    cited = 0
+    for source in _sources():
+        text = source.read_text(encoding="utf-8")
+        for match in _CITATION.finditer(text):
+            cited += 1
+            line = text.count("\n", 0, match.start()) + 1
+            _check(DOCS / match.group(1), match.group(2), f"{source.relative_to(REPO)}:{line}", problems)
+        if source.parent == DOCS:
+            for match in _RELATIVE_LINK.finditer(text):
+                line = text.count("\n", 0, match.start()) + 1
+                target = (DOCS / match.group(1)).resolve() if match.group(1) else source
+                _check(target, match.group(2), f"{source.relative_to(REPO)}:{line}", problems)
+    assert cited > 10, "expected the code to cite docs/"
+    assert not problems, "broken links into docs/:\n" + "\n".join(problems)
+
+
+def test_readme_package_map_is_generated() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert package_map.block() in readme, (
+        "README's package map drifted from the modules' docstrings: "
+        "python -m pcnn.package_map --write README.md"
+    )
+
+
+def test_package_map_rows(tmp_path: Path) -> None:
+    (tmp_path / "__init__.py").write_text('"""The package."""\n')
+    (tmp_path / "alpha.py").write_text('"""Alpha (docs/design.md#model): the first line.\n\nMore."""\n')
+    (tmp_path / "alpha_cli.py").write_text('"""`x alpha`: its command."""\n')
+    (tmp_path / "beta.py").write_text("x = 1\n")
+    name = tmp_path.name
+    assert package_map.package_map(tmp_path).splitlines()[2:] == [
+        f"| `{name}/alpha.py`, `alpha_cli.py` | Alpha: the first line. |",
+        f"| `{name}/beta.py` | (no docstring) |",
+    ]
+    text = f"intro\n{package_map.BEGIN}\nstale\n{package_map.END}\nrest\n"
+    assert package_map.replace_block(text, tmp_path) == f"intro\n{package_map.block(tmp_path)}\nrest\n"
+
+
+def test_readme_is_about_use() -> None:
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines: move history and notes to docs/ (performance.md, runs.md)"
+    )
