@@ -237,9 +237,11 @@ def test_the_step_runs_from_a_script_without_a_main_guard_and_from_stdin(tmp_pat
 
 
 @pytest.mark.slow
-def test_the_compiled_two_process_step_matches_the_eager_one_process_step() -> None:
+def test_the_compiled_two_process_step_matches_the_eager_two_process_step() -> None:
     """The path `pcnn train` takes on a multi-core CPU: compiled, two processes, the helper compiling its
-    own graph. Batch 4 splits into equal parts, so both processes compile the same graph at once."""
+    own graph, against the same split computed eagerly (the hybrid term scores the first images of each
+    part, so one process would score other images). Batch 4 splits into equal parts, so both processes
+    compile the same graph at once."""
     torch.set_num_threads(2)
     hybrid = dict(disc_weight=0.5, disc_fraction=0.5, batch_size=4, precision="fp32")
     x, labels = two_part_batch()
@@ -253,7 +255,7 @@ def test_the_compiled_two_process_step_matches_the_eager_one_process_step() -> N
         return step(x, labels), model, step
 
     (eager, model_eager, _), (compiled, model_compiled, step) = (
-        one_step(compile="off", cpu_processes=1),
+        one_step(compile="off", cpu_processes=2),
         one_step(compile="on", cpu_processes=2),
     )
     assert step.compiled and len(step.helper_pids) == 1
