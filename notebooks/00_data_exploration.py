@@ -27,7 +27,7 @@
 # Part of the pipeline `make demo` / `pcnn pipeline` (papermill passes the parameters below).
 
 # %% tags=["parameters"]
-profile = None  # smoke | cpu | seed (DESIGN section 7); None: seed with a CUDA GPU, else smoke
+profile = None  # smoke | cpu | seed (docs/design.md#profiles); None: seed with a CUDA GPU, else smoke
 data_dir = None  # a course-layout folder, or "synthetic"; None: see the setup cell
 build_root = None  # None: Google Drive's MyDrive/pcnn/build on Colab, else <checkout>/build
 run_dir = None  # None: <build root>/<profile>/runs

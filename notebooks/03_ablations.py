@@ -18,7 +18,7 @@
 # %% [markdown]
 # # 03 · Ablations: how the label enters the network
 #
-# Every conditioning variant of DESIGN section 1 (`none`, `gated-bias`, `single-matrix`,
+# Every conditioning variant of docs/design.md#conditioning (`none`, `gated-bias`, `single-matrix`,
 # `per-layer-input`, `spatial`, `label-channel`, `film`) plus the main model with Polyak averaging,
 # trained on one budget and seed from the same initialisation seed, and compared on validation accuracy
 # (bootstrap 95% interval), macro F1, bits/dim and course-protocol FID. The comparison uses the weights at
@@ -27,7 +27,7 @@
 # stage size `ablation_overrides`): nine variants of its full model would cost nine main runs.
 
 # %% tags=["parameters"]
-profile = None  # smoke | cpu | seed (DESIGN section 7); None: seed with a CUDA GPU, else smoke
+profile = None  # smoke | cpu | seed (docs/design.md#profiles); None: seed with a CUDA GPU, else smoke
 data_dir = None  # a course-layout folder, or "synthetic"; None: see the setup cell
 build_root = None  # None: Google Drive's MyDrive/pcnn/build on Colab, else <checkout>/build
 run_dir = None  # None: <build root>/<profile>/runs

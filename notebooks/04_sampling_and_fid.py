@@ -19,7 +19,7 @@
 # # 04 · Sampling and FID
 #
 # Samples of every class from the model of `01_training` (the exact cached sampler), FID under both
-# protocols of DESIGN section 5 beside the real-data floor, and the speed of the naive and cached
+# protocols of docs/design.md#fid-and-kid beside the real-data floor, and the speed of the naive and cached
 # samplers. Course protocol: 25 samples per class saved as the course's JPEGs against the test folder,
 # Inception dims 192, mean and standard deviation over sampling seeds. Matched protocol: as many samples
 # as real training images (250 per class) at 32x32, dims 2048, with KID (unbiased at these counts).
@@ -27,7 +27,7 @@
 # measured, and this notebook says so instead of printing a number.
 
 # %% tags=["parameters"]
-profile = None  # smoke | cpu | seed (DESIGN section 7); None: seed with a CUDA GPU, else smoke
+profile = None  # smoke | cpu | seed (docs/design.md#profiles); None: seed with a CUDA GPU, else smoke
 data_dir = None  # a course-layout folder, or "synthetic"; None: see the setup cell
 build_root = None  # None: Google Drive's MyDrive/pcnn/build on Colab, else <checkout>/build
 run_dir = None  # None: <build root>/<profile>/runs

@@ -1,4 +1,4 @@
-"""The conditioning ablation (DESIGN section 1): every variant trained on one budget and seed, then compared.
+"""The conditioning ablation (docs/design.md#conditioning): each variant on one budget and seed, compared.
 
 A row's name is a conditioning variant (`pcnn.config.CONDITIONING_VARIANTS`), optionally with modifiers:
 `+polyak` (evaluated with Polyak-averaged weights), `+hybrid` (trained with the hybrid objective,

@@ -1,4 +1,4 @@
-"""Bayes-rule classification with the generative model (DESIGN section 3).
+"""Bayes-rule classification with the generative model (docs/design.md#classification).
 
 log p(y|x) = log p(x|y) + log p(y) - logsumexp_y'(log p(x|y') + log p(y')). The class log-likelihoods come
 from batched forward passes over (image, class) pairs.

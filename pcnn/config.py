@@ -1,4 +1,4 @@
-"""Configuration dataclasses and the named profiles of DESIGN section 7.
+"""Configuration dataclasses and the named profiles (docs/design.md#profiles).
 
 Every profile sets every field, so a run folder's `config.json` alone reproduces a run.
 """
@@ -23,7 +23,7 @@ CONDITIONING_VARIANTS = (
 
 @dataclass
 class ModelConfig:
-    """Architecture of one PixelCNN++G network (DESIGN section 1)."""
+    """Architecture of one PixelCNN++G network (docs/design.md#model)."""
 
     nr_resnet: int = 1
     nr_filters: int = 40
@@ -50,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, evaluation and bookkeeping of one training run (DESIGN section 7)."""
+    """Optimisation, evaluation and bookkeeping of one training run (docs/design.md#training)."""
 
     epochs: int = 100
     batch_size: int = 16  # the global batch: split evenly across processes under torchrun

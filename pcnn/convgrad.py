@@ -16,7 +16,7 @@ where it cannot run (`pcnn.native.available()`), each tap is a torch matrix prod
 time at the `cpu` profile's 32x32 layers (batch 16) and 0.67-0.68 at the 256-channel 32x32 layers of the
 `seed` width (batch 32), but more than oneDNN at smaller layers (`MIN_PIXELS`) and at the 4-channel input
 layers (`MIN_CHANNELS`), which then keep oneDNN's backward; the native kernel is faster than both at every
-layer it takes (README, "Performance notes").
+layer it takes (docs/performance.md#convolution-gradients).
 
 The input gradient, when the caller says which zero border it padded (`padding`), is computed for the
 interior only, as a forward convolution of the output gradient with the flipped weight: oneDNN's forward

@@ -4,7 +4,8 @@ One process spreading each operation over two intra-op threads leaves part of a 
 the compiled graph's wrapper and the many small element-wise kernels run between parallel regions, and
 each region ends at a barrier. Two processes with one thread each, every one taking half of the batch,
 made the compiled fp32 step 1.10x faster at nf 40 / mix 5 / batch 16 and 1.21x at nf 128 / mix 100 /
-batch 32 on the project's 2-core CPU (alternating steps in one process; README, "Performance notes").
+batch 32 on the project's 2-core CPU (alternating steps in one process;
+docs/performance.md#what-the-second-process-adds).
 Python threads instead of processes did not gain (0.98x): inductor's compiled kernels hold the GIL.
 
 `CoreParallel` keeps the helpers. The model's parameters move to shared memory, so the helpers read the

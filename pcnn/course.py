@@ -12,7 +12,7 @@ one of which pytorch-fid then scores against ``data/test`` (dims 192).
 :class:`CourseModel` is the model those lines handle: it loads a PixelCNN++G checkpoint safely with
 :func:`pcnn.checkpoint.load_model` and accepts the harness's ``load_state_dict`` call; :func:`get_label`
 classifies by Bayes' rule (:mod:`pcnn.classify`), and :func:`write_samples` fills the samples folder.
-README.md, section "The course's harness", says which lines of the two scripts to change.
+docs/course.md says which lines of the two scripts to change.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def get_label(model: CourseModel, model_input: Tensor, device: str | torch.devic
     if not isinstance(model, CourseModel):
         raise TypeError(
             f"get_label needs the CourseModel built from our checkpoint, got {type(model).__name__}; replace "
-            "the script's model line as README.md ('The course's harness') shows"
+            "the script's model line as docs/course.md shows"
         )
     return model(model_input).to(device)
 

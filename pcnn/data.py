@@ -5,7 +5,7 @@ header; LF or CRLF line endings), and ``<root>/{train,validation,test}/`` folder
 Labels are 0..3 (burger, panda, koala, pizza); the test split is unlabelled and carries -1.
 
 Every image is kept as uint8 through decoding, resizing and augmentation and is scaled to the 256-level
-grid ``k/127.5 - 1`` last (DESIGN.md section 2): the discretized-logistic likelihood assumes that each
+grid ``k/127.5 - 1`` last (docs/design.md#likelihood): the discretized-logistic likelihood assumes that each
 sub-pixel is exactly one of the 256 bin centres, which resizing or rotating float tensors would break.
 """
 

@@ -31,7 +31,8 @@ def keep_freed_memory() -> None:
     A CPU training step frees and re-allocates the same activations every step; with glibc's defaults
     many of them went back to the OS and were page-faulted (and zeroed) in again: about 16,000 faults per
     nf-40 step at batch 8 on one thread, which made oneDNN's input-gradient calls of the 32x32 2x3
-    convolutions take twice their kernel's time. With this, none (README, "Performance notes").
+    convolutions take twice their kernel's time. With this, none
+    (docs/performance.md#what-the-second-process-adds).
     The cost is that the process keeps its peak heap, which a training process reaches every step anyway.
     `PCNN_KEEP_FREED_MEMORY=0` in the environment leaves glibc's defaults (helper processes inherit it):
     `benchmarks/train_step.py` measures a step's peak memory so, and it suits a machine short of memory.

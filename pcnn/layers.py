@@ -123,7 +123,7 @@ class NIN(nn.Module):
 
 
 class GatedResnet(nn.Module):
-    """Gated residual layer: out = x + a * sigmoid(b), with the class label entering per DESIGN section 1.
+    """Gated residual layer: out = x + a * sigmoid(b), the label entering as in docs/design.md#conditioning.
 
     `conv_factory(cin, cout)` builds this stream's causal convolution; `skip_channels` is the width of the
     optional skip input (0 for none).

@@ -1,4 +1,4 @@
-"""Exact discretized mixture-of-logistics likelihood (DESIGN section 2).
+"""Exact discretized mixture-of-logistics likelihood (docs/design.md#likelihood).
 
 Parameter layout (Salimans et al.): channels [0:M] are mixture logits; then for R, G, B in turn a block of
 3M channels: M means, M log-scales (clamped at -7), M raw coefficients (tanh). The coefficient of the R

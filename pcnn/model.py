@@ -1,4 +1,4 @@
-"""The PixelCNN++G network (DESIGN section 1): two causal streams, a U-Net of gated residual layers."""
+"""The PixelCNN++G network (docs/design.md#model): two causal streams, a U-Net of gated residual layers."""
 
 from __future__ import annotations
 

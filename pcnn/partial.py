@@ -1,4 +1,4 @@
-"""Classification from part of an image: accuracy as a function of the fraction seen (DESIGN section 3).
+"""Classification from part of an image: accuracy against the fraction seen (docs/design.md#partial-images).
 
 For an autoregressive model the log-likelihood of the first t pixels in raster order is exactly the sum
 of their per-pixel log-probabilities, so one forward pass per (image, class) pair gives the Bayes

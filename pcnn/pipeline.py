@@ -13,7 +13,7 @@ The first failing cell stops the pipeline with the notebook and the cell named. 
 `figures/` (the reference run: the `cpu` profile on the course data) are written only by `--publish`.
 
 Every stage's size (evaluation images, samples, FID counts, ablation budget...) comes from `stage_sizes`,
-one set per profile (DESIGN section 7), with overrides for tests.
+one set per profile (docs/design.md#profiles), with overrides for tests.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class StageSizes:
 
 
 _PROFILE_SIZES: dict[str, dict[str, Any]] = {
-    # DESIGN section 7: small counts for every stage, so `make demo` takes minutes on two cores.
+    # docs/design.md#profiles: small counts for every stage, so `make demo` takes minutes on two cores.
     "smoke": dict(
         eval_subset=64,
         prefix_images=32,

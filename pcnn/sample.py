@@ -1,4 +1,4 @@
-"""Sampling from PixelCNN++G (DESIGN section 4): a naive sampler and the exact cached sampler.
+"""Sampling from PixelCNN++G (docs/design.md#sampling): a naive sampler and the exact cached sampler.
 
 Both samplers share one randomness rule so that, with the same generator state, they return the same
 images: at each pixel in raster order draw `torch.rand(B, M)` (a Gumbel-max choice of the mixture

@@ -95,3 +95,15 @@ def test_readme_is_about_use() -> None:
     assert len(lines) <= README_MAX_LINES, (
         f"README.md has {len(lines)} lines: move history and notes to docs/ (performance.md, runs.md)"
     )
+
+
+def test_no_citations_of_design_notes_outside_the_repository() -> None:
+    """Docstrings cite docs/design.md#<heading>, which users have, not sections of notes they lack."""
+    stale = re.compile(r"DESIGN(?:\.md)? (?:section|§)")
+    hits = [
+        f"{source.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}"
+        for source in _sources()
+        for text in [source.read_text(encoding="utf-8")]
+        for m in stale.finditer(text)
+    ]
+    assert not hits, "cite docs/design.md#<heading> instead: " + ", ".join(hits)
