@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pcnn.config import ModelConfig, RunConfig, TrainConfig, apply_overrides, profile  # noqa: E402
 from pcnn.core_parallel import scored_count  # noqa: E402
 from pcnn.device import resolve_device  # noqa: E402
-from pcnn.likelihood import dmol_nll  # noqa: E402
+from pcnn.likelihood import bits_per_dim_scale, dmol_nll  # noqa: E402
 from pcnn.model import build_model  # noqa: E402
 from pcnn.precision import native_bf16_cpu  # noqa: E402
 from pcnn.runrecord import _cpu_name  # noqa: E402
@@ -81,7 +81,7 @@ def plain_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> Callable[[torch.Tensor, torch.Tensor], float]:
     """The straightforward eager step of this project's model and likelihood."""
-    scale = 1.0 / (3 * model.config.image_size**2 * math.log(2.0))
+    scale = bits_per_dim_scale(model.config.image_size)
 
     def step(x: torch.Tensor, labels: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pcnn.config import ModelConfig
-from pcnn.model import PixelCNNPP, build_model
+from pcnn.model import PixelCNNPP, build_model, unwrap
 
 FORMAT = "pcnn-checkpoint-v1"
 
@@ -59,9 +59,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict of a model, unwrapped from torch.compile / DistributedDataParallel wrappers."""
-    inner = getattr(model, "_orig_mod", model)
-    inner = getattr(inner, "module", inner)
-    return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", weights: str = "auto") -> PixelCNNPP:

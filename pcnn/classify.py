@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 
 from pcnn.likelihood import dmol_log_prob_per_pixel
-from pcnn.model import PixelCNNPP
+from pcnn.model import PixelCNNPP, unwrap
 
 
 def _require_conditional(model: PixelCNNPP) -> None:
-    inner = getattr(model, "_orig_mod", model)
+    inner = unwrap(model)
     if inner.config.conditioning == "none":
         raise ValueError("the unconditional variant 'none' has no classifier (report n/a)")
 
@@ -24,7 +24,7 @@ def _require_conditional(model: PixelCNNPP) -> None:
 def class_log_prob_per_pixel(model: PixelCNNPP, x: Tensor, chunk: int = 256) -> Tensor:
     """log p(x_ij | x_<ij, y) for every class: (B, K, H, W), over (image, class) pairs, `chunk` at a time."""
     _require_conditional(model)
-    inner = getattr(model, "_orig_mod", model)
+    inner = unwrap(model)
     k = inner.config.num_classes
     b = x.shape[0]
     images = x.repeat_interleave(k, dim=0)  # pair index = image * K + class

@@ -318,6 +318,15 @@ class CPEN455Dataset(Dataset):
         return self.transform(image), self.labels[index]
 
 
+def evenly_spaced_indices(n: int, subset: int) -> list[int]:
+    """Indices of a fixed, evenly spaced subset of `subset` items out of `n` (first and last included);
+    all of them when `subset` is 0 or at least `n`. Evaluation's `subset` options all pick images this way.
+    """
+    if subset and subset < n:
+        return np.linspace(0, n - 1, subset).round().astype(int).tolist()
+    return list(range(n))
+
+
 # ------------------------------------------------------------------------------------ synthetic data
 
 

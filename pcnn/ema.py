@@ -11,20 +11,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside torch.compile, DistributedDataParallel and FastForward wrappers."""
-    from pcnn.model import PixelCNNPP
-
-    inner = model
-    while not isinstance(inner, PixelCNNPP):
-        for name in ("_orig_mod", "module", "model"):
-            if isinstance(getattr(inner, name, None), nn.Module):
-                inner = getattr(inner, name)
-                break
-        else:
-            return inner
-    return inner
+from pcnn.model import unwrap
 
 
 class EMA:

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from pcnn.classify import class_log_likelihoods, posterior
-from pcnn.data import CLASS_NAMES, CPEN455Dataset
+from pcnn.data import CLASS_NAMES, CPEN455Dataset, evenly_spaced_indices
+from pcnn.likelihood import bits_per_dim
 from pcnn.metrics import classification_report
 from pcnn.model import PixelCNNPP
 
@@ -47,7 +48,7 @@ class SplitScores:
     def bits_per_dim_true_label(self) -> float:
         """Mean bits/dim of each image under its own label (labelled splits only)."""
         nll = -self.log_likelihoods[np.arange(len(self.labels)), self.labels]
-        return float(nll.mean() / (3 * self.image_size**2 * math.log(2.0)))
+        return float(bits_per_dim(nll.mean(), self.image_size))
 
     def metrics(self) -> dict:
         if not self.labelled:
@@ -72,9 +73,7 @@ def score_split(
     progress: bool = True,
 ) -> SplitScores:
     """Class log-likelihoods of every image (or of a fixed, evenly spaced subset of `subset` images)."""
-    indices = list(range(len(dataset)))
-    if subset and subset < len(indices):
-        indices = np.linspace(0, len(indices) - 1, subset).round().astype(int).tolist()
+    indices = evenly_spaced_indices(len(dataset), subset)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
     paths = getattr(dataset, "paths", None)  # training's IndexedSplit has none; a submission needs them
     was_training = model.training

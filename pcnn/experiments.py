@@ -6,7 +6,6 @@ stay thin and the report's numbers are computed in exactly one place.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,8 +18,17 @@ from torch import Tensor
 
 from pcnn.data import CLASS_NAMES, SYNTHETIC_MARKER, CPEN455Dataset
 from pcnn.evaluate import SplitScores, score_split
+from pcnn.fid import (
+    FidWeightsUnavailable,
+    course_metrics,
+    ensure_inception_weights,
+    save_course_samples,
+    summarize_over_seeds,
+)
+from pcnn.likelihood import bits_per_dim_scale
 from pcnn.metrics import reliability
 from pcnn.model import PixelCNNPP
+from pcnn.sample import sample
 
 
 def is_synthetic(root: str | Path) -> bool:
@@ -40,7 +48,7 @@ def summarize_scores(scores: SplitScores, n_bins: int = 10) -> dict[str, Any]:
     k = scores.log_likelihoods.shape[1]
     names = [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(k)]
     nll = -scores.log_likelihoods[np.arange(len(labels)), labels]
-    scale = 1.0 / (3 * scores.image_size**2 * math.log(2.0))
+    scale = bits_per_dim_scale(scores.image_size)
     per_class_acc, per_class_bpd = {}, {}
     for c, name in enumerate(names):
         members = labels == c
@@ -93,8 +101,6 @@ def draw_class_samples(
     The unconditional variant ignores labels; its samples are still labelled by position so that the
     course file layout (`Class{k}_image_{nn}.jpg`) stays balanced.
     """
-    from pcnn.sample import sample
-
     config = model.config
     labels = torch.arange(config.num_classes).repeat_interleave(per_class)
     batch = batch_size or len(labels)
@@ -117,8 +123,6 @@ def draw_class_samples(
 
 def inception_status(download_timeout_s: float = 10.0) -> tuple[bool, str]:
     """Whether FID can be measured here, and a plain sentence saying why not when it cannot."""
-    from pcnn.fid import FidWeightsUnavailable, ensure_inception_weights
-
     try:
         path = ensure_inception_weights(download_timeout_s=download_timeout_s)
     except FidWeightsUnavailable as exc:
@@ -143,8 +147,6 @@ def course_fid_over_seeds(
     Returns the summary over seeds (mean, std, values, KID) and, with `keep_first`, the first seed's
     images and labels, which the notebooks reuse for the sample grid instead of sampling again.
     """
-    from pcnn.fid import course_metrics, save_course_samples, summarize_over_seeds
-
     reference = Path(data_root) / "test"
     fids, kids, first_images, first_labels = [], [], None, None
     for seed in seeds:
@@ -185,8 +187,6 @@ def sampler_speed(
     `naive="estimate"` times one full forward pass and multiplies by the number of pixels (the naive
     sampler is exactly one pass per pixel), which keeps small profiles fast.
     """
-    from pcnn.sample import sample
-
     config = model.config
     size = config.image_size
     rows: list[dict[str, Any]] = []

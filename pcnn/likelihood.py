@@ -79,9 +79,23 @@ def dmol_nll(x: Tensor, params: Tensor) -> Tensor:
     return -dmol_log_prob_per_pixel(x, params).flatten(1).sum(dim=1)
 
 
-def bits_per_dim(nll: Tensor, image_size: int) -> Tensor:
-    """Convert per-image NLL in nats to bits per sub-pixel."""
-    return nll / (3 * image_size * image_size * math.log(2.0))
+def _nats_per_bit_per_dim(image_size: int) -> float:
+    """3 * H * W * ln 2: per-image nats divided by this are bits per sub-pixel (bits/dim)."""
+    return 3 * image_size * image_size * math.log(2.0)
+
+
+def bits_per_dim(nll: Tensor | float, image_size: int) -> Tensor | float:
+    """Convert per-image NLL in nats (a tensor, an array or a number) to bits per sub-pixel."""
+    return nll / _nats_per_bit_per_dim(image_size)
+
+
+def bits_per_dim_scale(image_size: int) -> float:
+    """The factor 1 / (3 * H * W * ln 2) that turns nats per image into bits per sub-pixel.
+
+    Multiplying by it (the training loss, `pcnn.train.evaluate`) and dividing by 3 * H * W * ln 2
+    (`bits_per_dim`) can differ in the last bit; each caller keeps the form its recorded numbers used.
+    """
+    return 1.0 / _nats_per_bit_per_dim(image_size)
 
 
 # ----------------------------------------------------------------------------- fused training kernel

@@ -149,3 +149,20 @@ class PixelCNNPP(nn.Module):
 def build_model(model_config: ModelConfig) -> PixelCNNPP:
     """Build the network that `model_config` describes."""
     return PixelCNNPP(model_config)
+
+
+def unwrap(model: nn.Module, keep: type[nn.Module] | tuple[type[nn.Module], ...] = ()) -> nn.Module:
+    """The plain model inside torch.compile, DistributedDataParallel and FastForward wrappers.
+
+    Takes off wrappers (their `_orig_mod`, `module` or `model`) until a `PixelCNNPP`, or an instance of
+    `keep` (`keep=FastForward`: only what wraps the training module); a module wrapping none is returned.
+    """
+    inner = model
+    while not isinstance(inner, (PixelCNNPP, keep)):
+        for name in ("_orig_mod", "module", "model"):
+            if isinstance(getattr(inner, name, None), nn.Module):
+                inner = getattr(inner, name)
+                break
+        else:
+            return inner
+    return inner

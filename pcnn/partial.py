@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pcnn.classify import posterior, prefix_log_likelihood_curves
-from pcnn.data import CPEN455Dataset
+from pcnn.data import CPEN455Dataset, evenly_spaced_indices
 from pcnn.metrics import bootstrap_accuracy_ci
 from pcnn.model import PixelCNNPP
 
@@ -34,9 +34,7 @@ def prefix_predictions(
     `subset` picks a fixed, evenly spaced subset of the split, as `pcnn.evaluate.score_split` does. At
     t = 0 the posterior is the prior, so a uniform prior predicts class 0 (argmax of a tie).
     """
-    indices = list(range(len(dataset)))
-    if subset and subset < len(indices):
-        indices = np.linspace(0, len(indices) - 1, subset).round().astype(int).tolist()
+    indices = evenly_spaced_indices(len(dataset), subset)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
     was_training = model.training
     model.eval()

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from pcnn.layers import GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d, concat_elu
 from pcnn.likelihood import split_params
-from pcnn.model import NUM_SCALES, PixelCNNPP
+from pcnn.model import NUM_SCALES, PixelCNNPP, unwrap
 
 METHODS = ("cached", "naive")
 NOISE_EPS = 1e-5
@@ -423,12 +423,6 @@ class _CachedNet:
 
 
 # ------------------------------------------------------------------------------------------ public API
-def _unwrap(model: nn.Module) -> PixelCNNPP:
-    """The PixelCNNPP inside torch.compile / DistributedDataParallel wrappers (the cached path needs it)."""
-    inner = getattr(model, "_orig_mod", model)
-    return getattr(inner, "module", inner)
-
-
 @contextmanager
 def _inference(model: nn.Module) -> Iterator[None]:
     """Eval mode (no dropout) and no autograd, restoring the caller's mode afterwards."""
@@ -447,7 +441,7 @@ def cached_params(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> 
     Each position's parameters are computed incrementally from the true earlier pixels, exactly as the
     cached sampler computes them from sampled ones; for testing and debugging the sampler.
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     b, _, h, w = x.shape
     if h != w:
         raise ValueError(f"images must be square, got {tuple(x.shape)}")
@@ -485,7 +479,7 @@ def sample(
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    inner = _unwrap(model)
+    inner = unwrap(model)
     like = inner.out.bias
     if labels is not None:
         labels = torch.as_tensor(labels, device=like.device).long().reshape(-1)
@@ -538,8 +532,12 @@ def sample_grid_figure(
             if col < len(by_class[k]):
                 ax.imshow(pictures[by_class[k][col]], interpolation="nearest")
     fig.subplots_adjust(
-        left=label_width / width, right=1 - margin / width, bottom=margin / height, top=1 - margin / height,
-        wspace=0.06, hspace=0.06,
+        left=label_width / width,
+        right=1 - margin / width,
+        bottom=margin / height,
+        top=1 - margin / height,
+        wspace=0.06,
+        hspace=0.06,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

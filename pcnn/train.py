@@ -40,15 +40,24 @@ from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
 from pcnn.classify import posterior
 from pcnn.config import ModelConfig, RunConfig, TrainConfig
 from pcnn.core_parallel import CoreParallel, helps_on_this_cpu, scored_count
-from pcnn.data import CLASS_NAMES, CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
+from pcnn.data import (
+    CLASS_NAMES,
+    CPEN455Dataset,
+    eval_transform,
+    evenly_spaced_indices,
+    resolve_data_dir,
+    train_transform,
+)
 from pcnn.device import keep_freed_memory, resolve_device
 from pcnn.distributed import DistInfo
-from pcnn.ema import EMA, unwrap
+from pcnn.ema import EMA
+from pcnn.evaluate import score_split
 from pcnn.fastpath import FastForward
-from pcnn.likelihood import dmol_nll, dmol_nll_fused
-from pcnn.model import build_model, check_labels
+from pcnn.likelihood import bits_per_dim_scale, dmol_nll, dmol_nll_fused
+from pcnn.model import build_model, check_labels, unwrap
 from pcnn.precision import choose_precision
 from pcnn.runrecord import RunRecord, provenance, read_metrics
+from pcnn.sample import sample, sample_grid_figure
 from pcnn.train_data import (
     AugmentedView,
     BatchKeys,
@@ -172,15 +181,6 @@ def build_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.
 
 
 # ------------------------------------------------------------------------------------------- the step
-def unwrap_ddp(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def bits_per_dim_scale(image_size: int) -> float:
-    """Factor that turns nats per image into bits per sub-pixel."""
-    return 1.0 / (3 * image_size * image_size * math.log(2.0))
-
-
 class TrainStep:
     """One optimiser step: forward, loss, backward, non-finite guard, clipping, Adam, EMA.
 
@@ -205,7 +205,8 @@ class TrainStep:
         wrapped = isinstance(model, nn.parallel.DistributedDataParallel)
         self.model = model if wrapped else training_module(model, train_config)
         self.inner = unwrap(model)
-        self.nll = dmol_nll_fused if isinstance(unwrap_ddp(self.model), FastForward) else dmol_nll
+        fast = isinstance(unwrap(self.model, keep=FastForward), FastForward)  # DDP may wrap the FastForward
+        self.nll = dmol_nll_fused if fast else dmol_nll
         self.optimizer = optimizer
         self.config = train_config
         self.ema = ema
@@ -385,8 +386,6 @@ def evaluate(
 
     `model` is a PixelCNNPP or a FastForward around one (the same function, faster on a CPU).
     """
-    from pcnn.evaluate import score_split
-
     if model.config.conditioning != "none":
         metrics = score_split(
             model, dataset, batch_size=batch_size, subset=subset, device=device, progress=progress
@@ -396,9 +395,7 @@ def evaluate(
             "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"],
         }
-    indices = list(range(len(dataset)))
-    if subset and subset < len(indices):
-        indices = np.linspace(0, len(indices) - 1, subset).round().astype(int).tolist()
+    indices = evenly_spaced_indices(len(dataset), subset)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -952,8 +949,6 @@ class _Trainer:
     def _sample_grid(self) -> None:
         if not self.info.is_main:
             return
-        from pcnn.sample import sample, sample_grid_figure
-
         tc, k = self.tc, self.mc.num_classes
         labels = torch.arange(k).repeat_interleave(tc.sample_per_class)
         generator = torch.Generator(device=self.device).manual_seed(tc.seed)
