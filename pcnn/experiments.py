@@ -95,6 +95,7 @@ def draw_class_samples(
     batch_size: int = 0,
     method: str = "cached",
     progress: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """`per_class` samples of every class (class-major order) from one seeded generator, on the CPU.
 
@@ -113,6 +114,7 @@ def draw_class_samples(
             chunk if model.conditional else None,
             generator=generator,
             method=method,
+            temperature=temperature,
             image_size=config.image_size,
             progress=progress,
             batch_size=len(chunk),

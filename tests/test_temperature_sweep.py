@@ -1,0 +1,36 @@
+"""`python -m pcnn.temperature_sweep`: a judged record per temperature, from training data only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from pcnn.checkpoint import model_state, save_checkpoint
+from pcnn.data import make_synthetic
+from pcnn.temperature_sweep import main
+from tests.conftest import tiny_model
+
+
+def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_synthetic(tmp_path / "data", seed=0, counts={"train": 8, "validation": 4, "test": 4})
+    model = tiny_model()
+    checkpoint = save_checkpoint(
+        tmp_path / "m.pt", {"model_config": dataclasses.asdict(model.config), "model": model_state(model)}
+    )
+    out = tmp_path / "sweep"
+    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--data-dir", str(data), "--per-class", "2"]
+    assert main([*argv, "--temperatures", "1.0", "0.5", "--judge-minutes", "0.02"]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert list(record["temperatures"]) == ["1.0", "0.5"]
+    for judged in record["temperatures"].values():
+        assert judged["n"] == 8 and 0.0 <= judged["overall"] <= 1.0 and len(judged["per_class"]) == 4
+    assert (out / "samples_T1.png").is_file() and (out / "samples_T0.5.png").is_file()
+    assert str(tmp_path) not in (out / "sweep.json").read_text()  # no machine path in the record
+    assert main([*argv, "--temperatures", "0"]) == 2
+    assert main([*argv[:-4], "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "error:" in capsys.readouterr().err
