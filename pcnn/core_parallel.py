@@ -129,6 +129,12 @@ class CoreParallel:
         for helper in self._helpers:
             helper.wait_ready()
 
+    def close(self) -> None:
+        """Stop the helpers now rather than when this object is collected."""
+        if self._helpers:
+            self._finalizer()
+            self._helpers = []
+
     def weights(self, sizes: list[int]) -> list[tuple[float, float]]:
         """Each part's weights of (its bits/dim, its cross-entropy) in the batch's loss: the batch's mean
         bits/dim over all images and mean cross-entropy over all scored images."""

@@ -4,7 +4,7 @@ The loss is the mean negative log-likelihood of the batch in **bits per dimensio
 by 3*H*W*ln 2), so the number in the logs is directly the bits/dim; with the hybrid objective
 (`disc_weight` > 0) the cross-entropy of the Bayes posterior (nats per image) on the first
 `disc_fraction` of the batch is added, weighted by `disc_weight` (its class log-likelihoods divided by
-`disc_temperature`).
+`disc_temperature`), from epoch `disc_start_epoch` on (likelihood first).
 
 Exact resume: a run's randomness is the model initialisation and dropout (torch's global generator,
 seeded from `seed`) and the data order and augmentation (pure functions of seed, epoch and position, see
@@ -304,6 +304,11 @@ class TrainStep:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         return loss.detach(), bpd.detach()
 
+    def close(self) -> None:
+        """Stop the step's helper processes (a new step replaces this one)."""
+        if self.cores is not None:
+            self.cores.close()
+
     @property
     def helper_pids(self) -> list[int]:
         """Process ids of the helpers that share the step's work (`pcnn.core_parallel`), once started."""
@@ -518,7 +523,7 @@ class _Trainer:
             self.wrapped = nn.parallel.DistributedDataParallel(
                 training_module(self.model, tc), device_ids=ids
             )
-        self.step_fn = make_train_step(self.wrapped, self.optimizer, tc, ema=self.ema, dist_info=self.info)
+        self.step_fn = self._make_step(tc.objective_at(0))
         _say(f"precision {self.step_fn.precision.describe()}", self.info)
         if self.step_fn.cores is not None:
             cores = self.step_fn.cores
@@ -529,6 +534,23 @@ class _Trainer:
             )
         if self.info.rank:  # each process drops out different units
             torch.manual_seed(tc.seed + 7919 * self.info.rank)
+
+    def _make_step(self, train_config: TrainConfig) -> TrainStep:
+        return make_train_step(self.wrapped, self.optimizer, train_config, ema=self.ema, dist_info=self.info)
+
+    def _objective_for_epoch(self) -> None:
+        """Rebuild the step where the objective changes (`disc_start_epoch`); a resumed run starts with
+        the objective of its epoch."""
+        wanted = self.tc.objective_at(self.state.epoch)
+        if wanted.disc_weight == self.step_fn.config.disc_weight:
+            return
+        self.step_fn.close()
+        self.step_fn = self._make_step(wanted)
+        _say(
+            f"epoch {self.state.epoch + 1}: the hybrid term joins the likelihood (disc_weight "
+            f"{wanted.disc_weight:g})",
+            self.info,
+        )
 
     def _load_init_weights(self, path: Path) -> None:
         state = load_checkpoint(path)
@@ -750,6 +772,7 @@ class _Trainer:
         batches = iter(self._loader())
         per_epoch = self.keys.batches_per_epoch
         while s.epoch < tc.epochs:
+            self._objective_for_epoch()
             lr = lr_at(tc, s.epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -900,6 +923,7 @@ class _Trainer:
             "val_accuracy": val["accuracy"],
             "val_f1": val["macro_f1"],
             "lr": self.optimizer.param_groups[0]["lr"],
+            "disc_weight": self.step_fn.config.disc_weight,
             "images_per_s": s.window_images / s.window_seconds if s.window_seconds else None,
             "wall_time_s": self._elapsed(),
             "skipped_steps": s.skipped,

@@ -553,3 +553,39 @@ def test_ema_warms_up_then_averages_with_its_decay() -> None:
     slow = EMA(start, decay=0.9995)
     slow.update(fresh)
     assert slow.module.weight.item() == pytest.approx(0.9)
+
+
+# ---------------------------------------------------------------------------------- likelihood first
+def test_objective_at_keeps_the_likelihood_alone_before_disc_start_epoch() -> None:
+    tc = TrainConfig(disc_weight=0.01, disc_start_epoch=3)
+    assert [tc.objective_at(e).disc_weight for e in (0, 2, 3, 9)] == [0.0, 0.0, 0.01, 0.01]
+    assert tc.objective_at(0).disc_start_epoch == 3  # the rest of the settings are kept
+    long = profile("long").train
+    assert 0 < long.disc_start_epoch < long.epochs and long.disc_weight > 0
+    with pytest.raises(ValueError, match="disc_start_epoch"):
+        TrainConfig(disc_start_epoch=-1)
+
+
+def test_hybrid_term_joins_at_its_epoch_and_resume_after_it_repeats_the_run(
+    data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    hybrid = dict(epochs=2, disc_weight=0.5, disc_fraction=0.5, disc_start_epoch=1)
+    whole = train(tiny_config(**hybrid), data_dir=data_dir, run_dir=tmp_path / "whole", progress=False)
+    assert "the hybrid term joins" in capsys.readouterr().out
+    lines = read_metrics(whole.run_dir)
+    assert [m["disc_weight"] for m in lines] == [0.0, 0.5]
+    assert lines[0]["train_loss"] == lines[0]["train_bits_per_dim"]  # the likelihood alone
+    assert lines[1]["train_loss"] > lines[1]["train_bits_per_dim"]  # plus the weighted cross-entropy
+    # the first epoch is the likelihood-only run's, step for step
+    plain = train(
+        tiny_config(epochs=1, disc_fraction=0.5),
+        data_dir=data_dir,
+        run_dir=tmp_path / "plain",
+        progress=False,
+    )
+    assert read_losses(plain.run_dir) == read_losses(whole.run_dir)[:8]
+    # stopped after the switch, a resumed run trains with the hybrid term from its first step
+    run = tmp_path / "resumed"
+    train(tiny_config(**hybrid), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 11)
+    train(tiny_config(**hybrid), data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert read_losses(run) == read_losses(whole.run_dir)
