@@ -110,6 +110,15 @@ def course_floor(
         result.update(feature_metrics(f_val, f_ref))
         result.update(fid_std=0.0, fid_values=[result["fid"]], seeds=[])
         return result
+    result.update(_floor_over_seeds(f_val, f_ref, labels, n_per_class, seeds))
+    return result
+
+
+def _floor_over_seeds(
+    f_val: np.ndarray, f_ref: np.ndarray, labels: Sequence[int], n_per_class: int, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """FID and KID of `n_per_class` validation images per class (drawn by each seed) against the
+    reference: their mean and std over `seeds`, as the course's 100 samples would be scored."""
     label_arr = np.asarray(labels)
     fids, kids = [], []
     for seed in seeds:
@@ -125,13 +134,12 @@ def course_floor(
         kids.append(m["kid_mean"])
     fid_summary = summarize_over_seeds(fids)
     kid_summary = summarize_over_seeds(kids)
-    result.update(
-        fid=fid_summary["mean"],
-        fid_std=fid_summary["std"],
-        fid_values=fid_summary["values"],
-        kid_mean=kid_summary["mean"],
-        kid_std=kid_summary["std"],
-        n_samples=len(idx),
-        seeds=list(seeds),
-    )
-    return result
+    return {
+        "fid": fid_summary["mean"],
+        "fid_std": fid_summary["std"],
+        "fid_values": fid_summary["values"],
+        "kid_mean": kid_summary["mean"],
+        "kid_std": kid_summary["std"],
+        "n_samples": len(idx),
+        "seeds": list(seeds),
+    }

@@ -6,43 +6,33 @@ import dataclasses
 import functools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pcnn import distributed
 from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
 from pcnn.config import ModelConfig, RunConfig, TrainConfig
-from pcnn.data import CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
 from pcnn.device import resolve_device
 from pcnn.distributed import DistInfo
 from pcnn.ema import EMA
 from pcnn.model import build_model
 from pcnn.runrecord import RunRecord, provenance, read_metrics
-from pcnn.train_data import (
-    AugmentedView,
-    BatchKeys,
-    IndexedSplit,
-    focus_weights,
-    holdout_split,
-    parse_classes,
-    passthrough,
-    subset_indices,
-)
 from pcnn.training.optimizer import build_optimizer, lr_at
-from pcnn.training.policy import resolve_workers, training_module
+from pcnn.training.policy import training_module
 from pcnn.training.review import Review
 from pcnn.training.rng_state import capture_rng, restore_rng, seed_everything
+from pcnn.training.run_data import load_run_data
 from pcnn.training.state import FINAL_REASONS, NonFiniteLossError, Progress, TrainResult
 from pcnn.training.step import TrainStep, make_train_step
 
 
 def _say(message: str, info: DistInfo) -> None:
+    """Print a line for the person watching, once (on the main process), without breaking the bars."""
     if info.is_main:
         tqdm.write(message, file=sys.stdout)
 
@@ -138,35 +128,18 @@ class _Trainer:
         _say(f"initialised from {path}", self.info)
 
     def _data(self, data_dir: str | Path | None) -> None:
-        tc, size = self.tc, self.mc.image_size
-        root = resolve_data_dir(data_dir)
-        base = CPEN455Dataset(root, "train", transform=passthrough, image_size=size, cache=True)
-        chosen = subset_indices(base.labels, tc.max_train_images, tc.seed)
-        keep, held = holdout_split([base.labels[i] for i in chosen], tc.holdout_fraction, tc.seed)
-        self.train_indices = chosen[keep]
-        if len(self.train_indices) < tc.batch_size:
-            raise ValueError(
-                f"{len(self.train_indices)} training images cannot fill a batch of {tc.batch_size}"
-            )
-        self.train_view = AugmentedView(
-            base, train_transform(size, augment=tc.augment, finetune=tc.finetune_augment)
-        )
-        labels = [base.labels[i] for i in self.train_indices]
-        classes = parse_classes(tc.focus_classes, self.mc.num_classes)
-        self.weights = focus_weights(labels, classes, tc.focus_share) if classes else None
+        self.data = load_run_data(self.config, data_dir, main=self.info.is_main)
         if self.info.is_main:
-            holdout = IndexedSplit(base, chosen[held], eval_transform(size), "holdout") if len(held) else None
             self.review = Review(
                 self.config,
                 device=self.device,
                 progress=self.progress,
-                validation=CPEN455Dataset(root, "validation", image_size=size, cache=True),
-                holdout=holdout,
+                validation=self.data.validation,
+                holdout=self.data.holdout,
                 record=self.record,
                 tensorboard=self.tensorboard,
                 say=functools.partial(_say, info=self.info),
             )
-        self.data_root = root
 
     # -- checkpoints
     def _checkpoint_state(self, full: bool) -> dict[str, Any]:
@@ -278,7 +251,7 @@ class _Trainer:
                     {
                         "resumed_at_step": self.state.step if resuming else None,
                         "world_size": self.info.world_size,
-                        "data_dir": str(self.data_root),
+                        "data_dir": str(self.data.root),
                         "precision": self.step_fn.precision.describe(),
                         "compiled": self.step_fn.compiled,
                         "cpu_processes": self.step_fn.processes,
@@ -324,79 +297,16 @@ class _Trainer:
             reason = "callback"
         return distributed.broadcast(reason, self.info)
 
-    def _loader(self) -> DataLoader:
-        """One loader for the whole session, starting at the resumed position."""
-        tc, s = self.tc, self.state
-        self.keys = BatchKeys(
-            self.train_indices,
-            batch_size=tc.batch_size,
-            seed=tc.seed,
-            epochs=tc.epochs,
-            start_epoch=s.epoch,
-            start_batch=s.batch,
-            weights=self.weights,
-            rank=self.info.rank,
-            world_size=self.info.world_size,
-        )
-        workers = resolve_workers(tc, self.device)
-        return DataLoader(
-            self.train_view,
-            batch_sampler=self.keys,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None,
-            generator=torch.Generator().manual_seed(tc.seed),
-        )
-
     def _loop(self) -> str:
         tc, s = self.tc, self.state
-        batches = iter(self._loader())
-        per_epoch = self.keys.batches_per_epoch
+        loader, per_epoch = self.data.loader(tc, s, self.info, self.device)
+        batches = iter(loader)
         while s.epoch < tc.epochs:
             self._objective_for_epoch()
             lr = lr_at(tc, s.epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            bar = tqdm(
-                total=per_epoch,
-                initial=s.batch,
-                desc=f"epoch {s.epoch + 1}/{tc.epochs}",
-                unit="batch",
-                disable=not self.progress,
-                leave=False,
-                dynamic_ncols=True,
-            )
-            epoch_bpd, epoch_steps, epoch_images, epoch_start = 0.0, 0, 0, time.monotonic()
-            reason = None
-            tick = time.monotonic()
-            while s.batch < per_epoch and reason is None:
-                x, labels = next(batches)
-                loss = self.step_fn(x, labels)
-                s.batch += 1
-                if self.step_fn.skipped:
-                    self._non_finite(loss)
-                else:
-                    s.consecutive_bad = 0
-                    s.step += 1
-                    if self.record is not None:
-                        self.record.log_loss(s.step, loss)
-                    s.window_loss += loss
-                    s.window_bpd += self.step_fn.bits_per_dim
-                    s.window_steps += 1
-                    epoch_bpd += self.step_fn.bits_per_dim
-                    epoch_steps += 1
-                now = time.monotonic()
-                s.window_seconds += now - tick
-                tick = now
-                s.window_images += tc.batch_size
-                epoch_images += tc.batch_size
-                bar.update(1)
-                bar.set_postfix(
-                    bpd=f"{epoch_bpd / max(epoch_steps, 1):.4f}",
-                    img_s=f"{epoch_images / max(now - epoch_start, 1e-9):.1f}",
-                )
-                reason = self._stop_reason(loss)
-            bar.close()
+            reason = self._epoch(batches, per_epoch)
             if s.batch >= per_epoch:
                 s.epoch += 1
                 s.batch = 0
@@ -406,6 +316,57 @@ class _Trainer:
             if reason:
                 return self._stop(reason)
         return self._stop("epochs")
+
+    def _epoch(self, batches: Iterator[tuple[Tensor, Tensor]], per_epoch: int) -> str | None:
+        """Step through the rest of the epoch; returns the reason to stop when one comes up before its end."""
+        tc, s = self.tc, self.state
+        bar = tqdm(
+            total=per_epoch,
+            initial=s.batch,
+            desc=f"epoch {s.epoch + 1}/{tc.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        epoch_bpd, epoch_steps, epoch_images, epoch_start = 0.0, 0, 0, time.monotonic()
+        reason = None
+        tick = time.monotonic()
+        while s.batch < per_epoch and reason is None:
+            x, labels = next(batches)
+            loss = self.step_fn(x, labels)
+            if self._tally(loss):
+                epoch_bpd += self.step_fn.bits_per_dim
+                epoch_steps += 1
+            now = time.monotonic()
+            s.window_seconds += now - tick
+            tick = now
+            s.window_images += tc.batch_size
+            epoch_images += tc.batch_size
+            bar.update(1)
+            bar.set_postfix(
+                bpd=f"{epoch_bpd / max(epoch_steps, 1):.4f}",
+                img_s=f"{epoch_images / max(now - epoch_start, 1e-9):.1f}",
+            )
+            reason = self._stop_reason(loss)
+        bar.close()
+        return reason
+
+    def _tally(self, loss: float) -> bool:
+        """Count a batch: a skipped update (False), or a step (True) whose loss joins the log and window."""
+        s = self.state
+        s.batch += 1
+        if self.step_fn.skipped:
+            self._non_finite(loss)
+            return False
+        s.consecutive_bad = 0
+        s.step += 1
+        if self.record is not None:
+            self.record.log_loss(s.step, loss)
+        s.window_loss += loss
+        s.window_bpd += self.step_fn.bits_per_dim
+        s.window_steps += 1
+        return True
 
     def _non_finite(self, loss: float) -> None:
         s = self.state
