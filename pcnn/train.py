@@ -13,8 +13,9 @@ Python, and the position in the epoch, so on the CPU a resumed run repeats the l
 one bit for bit. The learning rate is a pure function of the epoch (`lr_at`), so the schedule needs no
 state of its own.
 
-The engine's parts live in `pcnn.training` (one job per module: `policy`, `optimizer`, `step`, `rng_state`,
-`state`, `review`, `trainer`); this module is what callers import.
+The engine's parts live in `pcnn.training`, one job per module: `policy` (device choices), `optimizer`,
+`step`, `rng_state`, `state` (counters and results), `run_data`, `review` (evaluation, `best.pt`, sample
+grids) and `trainer` (the loop); this module is what callers import.
 """
 
 from __future__ import annotations
