@@ -27,6 +27,9 @@ scale.
 
 `cached_params` runs the cached machinery on a given image (teacher forcing) and returns what one full
 forward pass returns; the tests compare the two for every conditioning variant.
+
+Completion (`sample(..., prefix=, prefix_rows=)`, `complete`): known top rows are fed like drawn ones but
+draw no noise, so both samplers still consume the generator identically.
 """
 
 from __future__ import annotations
@@ -467,6 +470,8 @@ def sample(
     image_size: int = 32,
     progress: bool = False,
     batch_size: int | None = None,
+    prefix: Tensor | None = None,
+    prefix_rows: int = 0,
 ) -> Tensor:
     """Draw images (B, 3, S, S) on the 256-level grid of [-1, 1], one per label, from the model.
 
@@ -474,6 +479,9 @@ def sample(
     `batch_size` also works. `method` is "cached" (fast, exact) or "naive" (one full pass per pixel);
     both consume `generator` identically (module docstring), so with the same generator state they return
     the same images up to floating-point ties. `progress` shows a bar over rows.
+
+    Completion: with `prefix` (B, 3, S, S) the rows `< prefix_rows` are copied from it and only the rest
+    is drawn, conditioned on them (the model's p(bottom | top, label)); known pixels draw no noise.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -486,21 +494,78 @@ def sample(
         batch_size = labels.numel()
     elif batch_size is None:
         raise ValueError("give labels, or batch_size for the unconditional variant")
+    known = _known_rows(prefix, prefix_rows, batch_size, image_size)
     rows = tqdm(range(image_size), desc=f"sampling ({method})", unit="row", disable=not progress, leave=False)
     with _inference(model):
         if method == "naive":
             x = like.new_zeros(batch_size, 3, image_size, image_size)
+            if known is not None:
+                x[:, :, :prefix_rows] = known.to(x)
             for r in rows:
+                if r < prefix_rows:
+                    continue
                 for c in range(image_size):
                     params = model(x, labels)[:, :, r, c]
                     x[:, :, r, c] = draw_pixel(params, generator, temperature)
             return x
         net = _CachedNet(inner, labels, batch_size, image_size)
+        if known is not None:
+            known = known.to(net.image)
         for r in rows:
             net.start_row(r)
             for c in range(image_size):
-                net.put_pixel(c, draw_pixel(net.params_at(c), generator, temperature))
+                params = net.params_at(c)  # also for a known pixel: it advances the position-wise caches
+                value = known[:, :, r, c] if r < prefix_rows else draw_pixel(params, generator, temperature)
+                net.put_pixel(c, value)
         return net.image
+
+
+def _known_rows(prefix: Tensor | None, prefix_rows: int, batch: int, size: int) -> Tensor | None:
+    """The rows a completion keeps, checked against the batch and image size (None: draw every row)."""
+    if not 0 <= prefix_rows <= size:
+        raise ValueError(f"prefix_rows must be in [0, {size}] (image_size), got {prefix_rows}")
+    if prefix is None:
+        if prefix_rows:
+            raise ValueError(f"prefix_rows={prefix_rows} needs a prefix (B, 3, {size}, {size})")
+        return None
+    if not prefix_rows:
+        raise ValueError("a prefix was given with prefix_rows=0: say how many of its rows to keep")
+    if tuple(prefix.shape) != (batch, 3, size, size):
+        raise ValueError(f"prefix must have shape {(batch, 3, size, size)}, got {tuple(prefix.shape)}")
+    return prefix[:, :, :prefix_rows]
+
+
+def complete(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor | Sequence[int],
+    *,
+    rows: int,
+    per_image: int,
+    generator: torch.Generator,
+    method: str = "cached",
+    temperature: float = 1.0,
+) -> Tensor:
+    """`per_image` completions (N, per_image, 3, S, S) of each image's first `rows` rows, under `labels` (N,).
+
+    One batch of N * per_image draws, image-major: a completion shows what the model believes the rest of
+    an image of that class looks like, given its top.
+    """
+    n, _, size, _ = images.shape
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    if labels.numel() != n:
+        raise ValueError(f"{n} images but {labels.numel()} labels")
+    drawn = sample(
+        model,
+        labels.repeat_interleave(per_image),
+        generator=generator,
+        method=method,
+        temperature=temperature,
+        image_size=size,
+        prefix=images.repeat_interleave(per_image, dim=0),
+        prefix_rows=rows,
+    )
+    return drawn.view(n, per_image, 3, size, size)
 
 
 def sample_grid_figure(

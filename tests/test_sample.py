@@ -16,7 +16,7 @@ from pcnn.cli import main
 from pcnn.config import CONDITIONING_VARIANTS
 from pcnn.fid import non_sample_entries
 from pcnn.likelihood import log_bin_probability, split_params
-from pcnn.sample import cached_params, draw_pixel, sample, sample_grid_figure
+from pcnn.sample import cached_params, complete, draw_pixel, sample, sample_grid_figure
 from tests.conftest import grid_images, randomize_, tiny_model
 
 # Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
@@ -188,6 +188,75 @@ def test_mode_restored_and_unconditional_batch_size() -> None:
         sample(model, None, generator=torch.Generator(), image_size=8, batch_size=1, temperature=0.0)
     with pytest.raises(ValueError, match="labels"):
         sample(_model("film"), None, generator=torch.Generator(), image_size=8, batch_size=1)
+
+
+@pytest.mark.parametrize("conditioning", ["gated-bias", "film", "none"])
+def test_completion_keeps_the_prefix_and_both_methods_agree(conditioning: str) -> None:
+    """Known rows are copied bit for bit; the rest is drawn, identically by the two samplers."""
+    model = _model(conditioning, dtype=torch.float64)
+    labels = torch.tensor([1, 3, 0])
+    prefix = grid_images(3, 8, seed=4).double()
+    images = [
+        sample(
+            model,
+            labels,
+            generator=torch.Generator().manual_seed(5),
+            method=method,
+            image_size=8,
+            prefix=prefix,
+            prefix_rows=3,
+        )
+        for method in ("naive", "cached")
+    ]
+    assert torch.equal(images[0], images[1])
+    assert torch.equal(images[0][:, :, :3], prefix[:, :, :3])
+    assert not torch.equal(images[0][:, :, 3:], prefix[:, :, 3:]) and _on_grid(images[0])
+
+
+def test_completion_draws_the_same_noise_as_a_sample_of_the_remaining_pixels() -> None:
+    """Known pixels draw no noise: the generator ends where 5 rows of drawing leave it."""
+    model = _model("gated-bias")
+    labels = torch.tensor([0, 2])
+    gen = torch.Generator().manual_seed(3)
+    sample(model, labels, generator=gen, image_size=8, prefix=grid_images(2, 8), prefix_rows=3)
+    used = torch.Generator().manual_seed(3)
+    for _ in range(5 * 8):
+        torch.rand((2, model.config.nr_logistic_mix), generator=used)
+        torch.rand((2, 3), generator=used)
+    assert torch.equal(gen.get_state(), used.get_state())
+
+
+def test_a_whole_prefix_draws_nothing_and_bad_prefixes_are_refused() -> None:
+    model = _model("gated-bias")
+    labels = torch.tensor([0, 1])
+    prefix = grid_images(2, 8)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    for method in ("cached", "naive"):
+        out = sample(model, labels, generator=gen, method=method, image_size=8, prefix=prefix, prefix_rows=8)
+        assert torch.equal(out, prefix) and torch.equal(gen.get_state(), state)
+    bad = [
+        ({"prefix": prefix, "prefix_rows": 9}, r"prefix_rows must be in \[0, 8\]"),
+        ({"prefix": prefix, "prefix_rows": -1}, "prefix_rows must be in"),
+        ({"prefix_rows": 2}, "needs a prefix"),
+        ({"prefix": prefix}, "prefix_rows=0"),
+        ({"prefix": prefix[:1], "prefix_rows": 2}, r"prefix must have shape \(2, 3, 8, 8\)"),
+        ({"prefix": grid_images(2, 16), "prefix_rows": 2}, "prefix must have shape"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            sample(model, labels, generator=gen, image_size=8, **kwargs)
+
+
+def test_complete_draws_several_completions_per_image() -> None:
+    model = _model("gated-bias")
+    images = grid_images(2, 8, seed=2)
+    out = complete(model, images, [3, 1], rows=4, per_image=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 3, 8, 8)
+    assert torch.equal(out[:, :, :, :4], images[:, None, :, :4].expand(-1, 3, -1, -1, -1))
+    assert not torch.equal(out[0, 0], out[0, 1]), "independent completions of one image"
+    with pytest.raises(ValueError, match="2 images but 1 labels"):
+        complete(model, images, [3], rows=4, per_image=1, generator=torch.Generator())
 
 
 def test_sample_grid_figure(tmp_path: Path) -> None:
