@@ -64,6 +64,8 @@ profile, data_dir, run_dir, figures_dir = setup_runtime(
 )
 
 # %%
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -75,8 +77,9 @@ from pcnn.baseline import baseline_predict, train_baseline
 from pcnn.data import CLASS_NAMES, CPEN455Dataset, class_counts
 from pcnn.experiments import course_fid_over_seeds, draw_class_samples, inception_status, sampler_speed
 from pcnn.pipeline import notebook_context, read_result, reference_checkpoint, write_result
-from pcnn.plots import to_uint8_hwc
-from pcnn.report import render_figure
+from pcnn.plots import per_class_indices, read_sample_grids, samples_by_class, to_uint8_hwc
+from pcnn.report import judge_per_class, render_figure
+from pcnn.sample import complete
 
 ctx = notebook_context(
     profile,
@@ -213,6 +216,63 @@ save_samples("samples", grid_images, grid_labels, sz.grid_per_class)
 display(render_figure("samples_per_class", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
 
 # %% [markdown]
+# ## Samples at several temperatures
+# One generator seed for every temperature: the blocks differ only by the temperature.
+
+# %%
+temperatures = [1.0, 0.9, 0.8]
+per_temperature = min(4, sz.grid_per_class)
+by_temperature = [
+    draw_class_samples(
+        model, per_temperature, seed=ctx.seed, device=ctx.device, batch_size=sz.sample_batch, temperature=t
+    )[0]
+    for t in temperatures
+]
+images = torch.stack(by_temperature, dim=1).unflatten(0, (len(CLASS_NAMES), per_temperature))
+np.savez_compressed(
+    ctx.paths.results / "samples_temperatures.npz",
+    images=to_uint8_hwc(images.transpose(1, 2)),  # (class, temperature, sample, H, W, 3)
+    temperatures=np.array(temperatures),
+)
+display(render_figure("samples_temperatures", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
+
+# %% [markdown]
+# ## Completions of the top half
+# Validation images (a seeded random choice per class) keep their top half; the model draws the bottom
+# half under the true class, several times, and once under the next class.
+
+# %%
+val_set = CPEN455Dataset(ctx.data_root, "validation", image_size=model.config.image_size)
+chosen = per_class_indices(val_set.labels, len(CLASS_NAMES), max(1, sz.nn_per_class), ctx.seed).flatten()
+originals = torch.stack([val_set[int(i)][0] for i in chosen])
+true_labels = torch.tensor([val_set.labels[int(i)] for i in chosen])
+other_labels = (true_labels + 1) % len(CLASS_NAMES)
+rows = model.config.image_size // 2
+generator = torch.Generator().manual_seed(ctx.seed + 2000)
+completed = complete(model, originals, true_labels, rows=rows, per_image=3, generator=generator)
+other = complete(model, originals, other_labels, rows=rows, per_image=1, generator=generator)[:, 0]
+np.savez_compressed(
+    ctx.paths.results / "completions.npz",
+    originals=to_uint8_hwc(originals),
+    completions=to_uint8_hwc(completed),
+    other=to_uint8_hwc(other),
+    labels=true_labels.numpy(),
+    other_labels=other_labels.numpy(),
+    rows=rows,
+)
+display(render_figure("completions", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
+
+# %% [markdown]
+# ## Samples over training
+# The grids the training run saved every `train.sample_every` epochs (none when that is 0).
+
+# %%
+grid_epochs, grids = read_sample_grids(Path(checkpoint).parent.parent / "samples")
+np.savez_compressed(ctx.paths.results / "training_samples.npz", grids=grids, epochs=np.array(grid_epochs))
+print(f"{len(grid_epochs)} sample grids saved during training, epochs {grid_epochs}")
+display(render_figure("samples_over_training", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
+
+# %% [markdown]
 # ## The committed reference model's samples, beside these
 # `checkpoints/reference.pt` (the `cpu` profile on the course data), when this clone has it.
 
@@ -276,8 +336,27 @@ print(
     "it recognises "
     f"{consistency['overall']:.1%} of {consistency['n']} samples as their class"
 )
-display(pd.Series(consistency["per_class"], name="baseline recognises the class"))
+sampling["checks"]["judge_per_class"] = judge_per_class(consistency, baseline_report)
+display(pd.DataFrame(sampling["checks"]["judge_per_class"]).T)
 display(render_figure("nearest_neighbours", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
+display(
+    render_figure(
+        "judge_per_class", {"meta": ctx.meta, "sampling": sampling}, ctx.paths.results, ctx.paths.figures
+    )[0]
+)
+
+# %% [markdown]
+# ## Real training images beside samples
+# Per class a seeded random choice of training images above the samples of the grid.
+
+# %%
+real = per_class_indices(train_set.labels, len(CLASS_NAMES), sz.grid_per_class, ctx.seed)
+np.savez_compressed(
+    ctx.paths.results / "real_vs_generated.npz",
+    real=to_uint8_hwc(train_images[torch.from_numpy(real)]),
+    generated=samples_by_class(grid_images, grid_labels.tolist(), len(CLASS_NAMES), sz.grid_per_class),
+)
+display(render_figure("real_vs_generated", {"meta": ctx.meta}, ctx.paths.results, ctx.paths.figures)[0])
 
 # %% [markdown]
 # ## Sampler speed
@@ -301,5 +380,10 @@ sampling["sizes"] = {
     "fid_seeds": ctx.seeds(sz.fid_seeds),
     "matched_per_class": sz.matched_per_class,
     "grid_per_class": sz.grid_per_class,
+    "temperatures": temperatures,
+    "temperature_per_class": per_temperature,
+    "completion_rows": rows,
+    "completion_images": len(chosen),
+    "training_grid_epochs": grid_epochs,
 }
 write_result(ctx.paths, "sampling", sampling)

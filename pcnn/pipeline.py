@@ -55,7 +55,18 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("02_finetuning", ("finetune_comparison", "finetune_curves")),
     Notebook("03_ablations", ("ablation",)),
     Notebook(
-        "04_sampling_and_fid", ("samples_per_class", "fid_floor", "sampler_speed", "nearest_neighbours")
+        "04_sampling_and_fid",
+        (
+            "samples_per_class",
+            "fid_floor",
+            "sampler_speed",
+            "nearest_neighbours",
+            "samples_temperatures",
+            "completions",
+            "samples_over_training",
+            "judge_per_class",
+            "real_vs_generated",
+        ),
     ),
     Notebook(
         "05_report_figures",
@@ -71,6 +82,11 @@ NOTEBOOKS: tuple[Notebook, ...] = (
             "data_examples",
             "sampler_speed",
             "nearest_neighbours",
+            "completions",
+            "samples_temperatures",
+            "real_vs_generated",
+            "samples_over_training",
+            "judge_per_class",
         ),
         (
             "macros.tex",

@@ -150,11 +150,11 @@ def image_grid_figure(
 
 
 def to_uint8_hwc(images: Any) -> np.ndarray:
-    """Images (N, 3, H, W) as float in [-1, 1] or uint8 -> uint8 (N, H, W, 3) for display."""
+    """Images (..., 3, H, W) as float in [-1, 1] or uint8 -> uint8 (..., H, W, 3) for display."""
     array = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
     if array.dtype != np.uint8:
         array = np.clip(np.round((array.astype(np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return array.transpose(0, 2, 3, 1)
+    return np.moveaxis(array, -3, -1)
 
 
 def samples_by_class(images: Any, labels: Sequence[int], num_classes: int, per_class: int) -> np.ndarray:
@@ -167,6 +167,20 @@ def samples_by_class(images: Any, labels: Sequence[int], num_classes: int, per_c
         for j, i in enumerate(members):
             grid[k, j] = pictures[i]
     return grid
+
+
+def per_class_indices(labels: Sequence[int], num_classes: int, per_class: int, seed: int) -> np.ndarray:
+    """Indices (num_classes, per_class) of a seeded random choice of each class's items (without
+    replacement), so that the real images shown beside samples are not hand-picked."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for k in range(num_classes):
+        members = np.flatnonzero(labels == k)
+        if len(members) < per_class:
+            raise ValueError(f"class {k} has {len(members)} items, fewer than {per_class}")
+        chosen.append(np.sort(rng.choice(members, per_class, replace=False)))
+    return np.stack(chosen)
 
 
 def pixel_histogram_figure(histograms: Mapping[str, np.ndarray], title: str) -> Figure:
@@ -201,10 +215,14 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def training_curves_figure(
-    losses: Sequence[tuple[int, float]], metrics: Sequence[Mapping[str, Any]], title: str = "Training curves"
+    losses: Sequence[tuple[int, float]],
+    metrics: Sequence[Mapping[str, Any]],
+    title: str = "Training curves",
+    hybrid_from_epoch: int | None = None,
 ) -> Figure:
-    """Bits/dim (training loss per step, smoothed, and validation per evaluation) and validation accuracy."""
-    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.3, 1, 2, sharex=True)
+    """Bits/dim (training loss per step, smoothed, and validation per evaluation), validation accuracy
+    with the learning rate, and a mark where the hybrid term joins (`hybrid_start`)."""
+    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.7, 1, 2, sharex=True)
     c = colors(3)
     if losses:
         steps = np.asarray([s for s, _ in losses])
@@ -231,11 +249,70 @@ def training_curves_figure(
         ax_acc.legend(frameon=False)
     else:
         write_note(ax_acc, "no validation accuracy\n(unconditional model)")
+    _plot_learning_rate(ax_acc, metrics)
+    hybrid = hybrid_start(metrics, hybrid_from_epoch)
+    if hybrid is not None:
+        step, epoch = hybrid
+        for ax in (ax_bpd, ax_acc):
+            ax.axvline(step, color="black", ls="--", lw=0.8)
+        ax_bpd.annotate(
+            f"hybrid term\nfrom epoch {epoch}",
+            (step, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, -3),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=6.5,
+        )
     ax_acc.set_xlabel("optimiser step")
     ax_acc.set_ylabel("percent")
     ax_acc.set_title("Bayes-rule classification (validation)")
     fig.suptitle(title)
     return fig
+
+
+def hybrid_start(
+    metrics: Sequence[Mapping[str, Any]], start_epoch: int | None = None
+) -> tuple[float, int] | None:
+    """(step, epoch) where the hybrid term joins, the epoch 1-based as training logs it; None when the
+    metrics' `disc_weight` never turns positive after an evaluation without it (nothing to mark).
+
+    Evaluations can be several epochs apart: `start_epoch` (`train.disc_start_epoch`, 0-based) places
+    the mark exactly, at the step interpolated between evaluations; without it, the mark is at the last
+    evaluation before the switch.
+    """
+    for before, after in zip(metrics, metrics[1:]):
+        if not (before.get("disc_weight") or 0) > 0 and (after.get("disc_weight") or 0) > 0:
+            epoch = start_epoch if start_epoch is not None else int(before["epoch"])
+            epochs = [0] + [int(m["epoch"]) for m in metrics]
+            steps = [0] + [int(m["step"]) for m in metrics]
+            return float(np.interp(epoch, epochs, steps)), epoch + 1
+    return None
+
+
+def _plot_learning_rate(ax: Any, metrics: Sequence[Mapping[str, Any]]) -> None:
+    """The learning rate at each evaluation on a second axis, so a decay or warm-up is visible."""
+    lr = [(m["step"], m["lr"]) for m in metrics if m.get("lr") is not None]
+    if not lr:
+        return
+    twin = ax.twinx()
+    twin.plot(*zip(*lr), color="grey", lw=1.0, label="learning rate (right axis)")
+    twin.set_ylim(0, 1.1 * max(v for _, v in lr))  # from zero: a small decay looks small
+    twin.ticklabel_format(axis="y", style="sci", scilimits=(0, 0), useOffset=False)
+    twin.set_ylabel("learning rate")
+    twin.grid(False)
+    handles, labels = ax.get_legend_handles_labels()
+    extra, extra_labels = twin.get_legend_handles_labels()
+    ax.legend(
+        handles + extra,
+        labels + extra_labels,
+        frameon=False,
+        fontsize=6.5,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.3),
+        ncol=2,
+    )
 
 
 # ---------------------------------------------------------------------------------------- classification
@@ -455,6 +532,134 @@ def comparison_figure(
     ax.set_xticks(x, class_names)
     ax.set_ylim(0, 105)
     ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    return fig
+
+
+# ------------------------------------------------------------------------------------ generative model
+
+
+def _flat_grid(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """Blocks (rows, cols_i, H, W, 3) side by side along the columns: one grid for `image_grid_figure`."""
+    return np.concatenate([np.asarray(b) for b in blocks], axis=1)
+
+
+def completions_figure(
+    originals: np.ndarray,
+    completions: np.ndarray,
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    rows: int,
+    other: np.ndarray | None = None,
+    other_labels: Sequence[int] | None = None,
+    title: str = "Completions of the top half",
+) -> Figure:
+    """Per image (one row): its known top rows, completions under its class (and another), the original.
+
+    `originals` (N, H, W, 3) and `completions` (N, C, H, W, 3) are uint8; `other` (N, H, W, 3) holds one
+    completion under `other_labels`. The hidden rows of the first column are mid-grey.
+    """
+    originals = np.asarray(originals)
+    masked = originals.copy()
+    masked[:, rows:] = 128
+    per_image = completions.shape[1]
+    blocks = [masked[:, None], completions]
+    col_labels = ["given", *[f"draw {i + 1}" for i in range(per_image)]]  # short: a cell is narrow
+    row_labels = [class_names[k] for k in labels]
+    if other is not None:
+        blocks.append(np.asarray(other)[:, None])
+        col_labels.append("other")
+        row_labels = [f"{class_names[k]}\n(other: {class_names[o]})" for k, o in zip(labels, other_labels)]
+    blocks.append(originals[:, None])
+    col_labels.append("original")
+    return image_grid_figure(_flat_grid(blocks), row_labels, title, col_labels=col_labels)
+
+
+def temperature_figure(
+    grid: np.ndarray, class_names: Sequence[str], temperatures: Sequence[float], title: str
+) -> Figure:
+    """Samples (classes, temperatures, n, H, W, 3) in one row per class, a block of n per temperature."""
+    grid = np.asarray(grid)
+    n = grid.shape[2]
+    blocks = [grid[:, t] for t in range(grid.shape[1])]
+    col_labels = [f"T = {t:g}" if i == 0 else "" for t in temperatures for i in range(n)]
+    return image_grid_figure(_flat_grid(blocks), list(class_names), title, col_labels=col_labels)
+
+
+def real_vs_generated_figure(
+    real: np.ndarray, generated: np.ndarray, class_names: Sequence[str], title: str
+) -> Figure:
+    """Per class a row of real training images above a row of samples (both (classes, n, H, W, 3))."""
+    real, generated = np.asarray(real), np.asarray(generated)
+    n = min(real.shape[1], generated.shape[1])
+    rows = np.stack([part[k, :n] for k in range(len(class_names)) for part in (real, generated)])
+    labels = [f"{name} ({what})" for name in class_names for what in ("real", "samples")]
+    return image_grid_figure(rows, labels, title)
+
+
+def read_sample_grids(folder: str | Path) -> tuple[list[int], np.ndarray]:
+    """The sample grids a training run saved (`<run>/samples/epoch_XXXX.png`, `pcnn.runrecord`): their
+    epochs and the images as uint8 (E, H, W, 3), padded with white to one size; none: (0, 1, 1, 3)."""
+    from matplotlib.image import imread
+
+    paths = sorted(Path(folder).glob("epoch_*.png"))
+    if not paths:
+        return [], np.zeros((0, 1, 1, 3), dtype=np.uint8)
+    images = [np.round(imread(path)[..., :3] * 255).astype(np.uint8) for path in paths]
+    height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    grids = np.full((len(images), height, width, 3), 255, dtype=np.uint8)
+    for grid, image in zip(grids, images):
+        grid[: image.shape[0], : image.shape[1]] = image
+    return [int(path.stem.split("_")[1]) for path in paths], grids
+
+
+def samples_over_training_figure(
+    grids: Sequence[np.ndarray], epochs: Sequence[int], title: str, max_panels: int = 6
+) -> Figure:
+    """The training run's sample grids side by side, each titled with its epoch (at most `max_panels`,
+    evenly spaced, the last one always shown)."""
+    if not grids:
+        return note_figure(
+            "The training run saved no sample grids (train.sample_every is 0, or training ended before "
+            "the first one).",
+            FULL,
+        )
+    keep = sorted({round(i) for i in np.linspace(0, len(grids) - 1, min(max_panels, len(grids)))})
+    height, width = np.asarray(grids[0]).shape[:2]
+    panel = FULL / len(keep)
+    fig, axes = new_figure(FULL, panel * height / width + 0.35, 1, len(keep), squeeze=False)
+    for ax, i in zip(axes[0], keep):
+        ax.imshow(np.asarray(grids[i]), interpolation="antialiased")
+        ax.set_title(f"epoch {epochs[i]}")
+        ax.set_axis_off()
+    fig.suptitle(title)
+    return fig
+
+
+def _percent(value: float | None) -> float:
+    return math.nan if value is None else 100 * value
+
+
+def judge_per_class_figure(per_class: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
+    """Per class the share of samples the judge puts in their class and its recall on real validation
+    images, each with its 95% interval; chance (one in the number of classes) is marked."""
+    fig, ax = new_figure(COLUMN, 2.4)
+    names = list(per_class)
+    x = np.arange(len(names))
+    series = (("samples", "samples judged their class"), ("real", "judge's recall on real images"))
+    for i, ((key, label), color) in enumerate(zip(series, colors(2))):
+        share = np.array([_percent(per_class[n][f"{key}_share"]) for n in names], dtype=float)
+        ci = np.array([per_class[n][f"{key}_ci95"] or (None, None) for n in names], dtype=float) * 100
+        errors = np.clip(np.vstack([share - ci[:, 0], ci[:, 1] - share]), 0, None)
+        offset = (i - 0.5) * 0.38
+        bars = ax.bar(x + offset, share, 0.38, yerr=errors, capsize=2, color=color, label=label)
+        shown = [f"{v:.0f}" if v >= 12 else "" for v in share]  # a short bar has no room inside
+        ax.bar_label(bars, shown, fontsize=6, label_type="center", color="white")
+    ax.axhline(100 / len(names), color="grey", ls=":", lw=0.8, label=f"chance ({len(names)} classes)")
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("percent, 95% Wilson interval")
     ax.set_title(title)
     ax.legend(frameon=False, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return fig

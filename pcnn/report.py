@@ -44,6 +44,20 @@ REPORT_FIGURES = (
     "data_examples",
     "sampler_speed",
     "nearest_neighbours",
+    "completions",
+    "samples_temperatures",
+    "real_vs_generated",
+    "samples_over_training",
+    "judge_per_class",
+)
+# Figures the report shows in a "not in this build" box where the figures folder predates them: the
+# committed reference build still compiles (`make paper`); a new build writes them all.
+LATER_FIGURES = (
+    "completions",
+    "samples_temperatures",
+    "real_vs_generated",
+    "samples_over_training",
+    "judge_per_class",
 )
 OPTIONAL_FIGURES = ("samples_reference",)
 TABLES = (
@@ -669,6 +683,46 @@ def checks_table(training: Mapping[str, Any] | None, sampling: Mapping[str, Any]
     )
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default): unlike the normal approximation it stays
+    inside [0, 1] and is not empty at 0 or n successes, which per-class counts of samples often hit."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not a rounding above 0
+    return low, 1.0 if successes == n else min(1.0, centre + half)
+
+
+def judge_per_class(
+    consistency: Mapping[str, Any], baseline: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES
+) -> dict[str, dict[str, Any]]:
+    """Per class: the share of samples the judge puts in their class, and the judge's recall on real
+    validation images (its confusion matrix's diagonal over the row), each with its Wilson 95% interval.
+
+    The recall says how far the judge can be trusted on that class; a low sample share where the recall
+    is high points at the samples, not the judge.
+    """
+    matrix = np.asarray(baseline["confusion_matrix"], dtype=int)
+    rows: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(class_names):
+        n_samples = int(consistency["per_class_n"].get(name) or 0)
+        hits = round((consistency["per_class"].get(name) or 0) * n_samples)
+        rows[name] = {
+            **_share("samples", hits, n_samples),
+            **_share("real", int(matrix[k, k]), int(matrix[k].sum())),
+        }
+    return rows
+
+
+def _share(key: str, hits: int, n: int) -> dict[str, Any]:
+    """`<key>_share`, `<key>_n` and `<key>_ci95`; the share and interval are None when n is 0."""
+    if not n:
+        return {f"{key}_share": None, f"{key}_n": 0, f"{key}_ci95": None}
+    return {f"{key}_share": hits / n, f"{key}_n": n, f"{key}_ci95": list(wilson_interval(hits, n))}
+
+
 def write_tables(results: Mapping[str, Any], figures_dir: str | Path) -> list[Path]:
     """Write `macros.tex` and every `table_*.tex` into the figures folder."""
     folder = Path(figures_dir)
@@ -718,10 +772,13 @@ def _fig_training_curves(results: Mapping[str, Any], _: Path) -> Any:
 
     training = results["training"]
     curve = training.get("loss_curve") or {"step": [], "loss": []}
+    train_cfg = _get(training, "config", "train", default={})
+    hybrid = (train_cfg.get("disc_weight") or 0) > 0
     return training_curves_figure(
         list(zip(curve["step"], curve["loss"])),
         training.get("metrics") or [],
         _title(results, "Training curves"),
+        hybrid_from_epoch=train_cfg.get("disc_start_epoch") if hybrid else None,
     )
 
 
@@ -848,6 +905,71 @@ def _fig_nearest(results: Mapping[str, Any], results_dir: Path) -> Any:
     return nearest_neighbour_grid_figure(data["grid"], data["labels"], title=title)
 
 
+def _need_npz(results_dir: Path, name: str) -> dict[str, np.ndarray]:
+    data = _load_npz(results_dir, name)
+    if data is None:
+        raise FileNotFoundError(f"{results_dir / name}.npz is missing: run 04_sampling_and_fid first")
+    return data
+
+
+def _fig_completions(results: Mapping[str, Any], results_dir: Path) -> Any:
+    from pcnn.plots import completions_figure
+
+    data = _need_npz(results_dir, "completions")
+    rows = int(data["rows"])
+    other = data.get("other")
+    return completions_figure(
+        data["originals"],
+        data["completions"],
+        data["labels"].tolist(),
+        CLASS_NAMES,
+        rows,
+        other=other,
+        other_labels=data["other_labels"].tolist() if other is not None else None,
+        title=_title(results, f"Completions of the top {rows} rows of validation images"),
+    )
+
+
+def _fig_temperatures(results: Mapping[str, Any], results_dir: Path) -> Any:
+    from pcnn.plots import temperature_figure
+
+    data = _need_npz(results_dir, "samples_temperatures")
+    return temperature_figure(
+        data["images"],
+        CLASS_NAMES,
+        data["temperatures"].tolist(),
+        _title(results, "Samples at several temperatures, one seed"),
+    )
+
+
+def _fig_real_vs_generated(results: Mapping[str, Any], results_dir: Path) -> Any:
+    from pcnn.plots import real_vs_generated_figure
+
+    data = _need_npz(results_dir, "real_vs_generated")
+    return real_vs_generated_figure(
+        data["real"], data["generated"], CLASS_NAMES, _title(results, "Training images and samples")
+    )
+
+
+def _fig_over_training(results: Mapping[str, Any], results_dir: Path) -> Any:
+    from pcnn.plots import samples_over_training_figure
+
+    data = _need_npz(results_dir, "training_samples")
+    return samples_over_training_figure(
+        list(data["grids"]), data["epochs"].tolist(), _title(results, "Samples during training")
+    )
+
+
+def _fig_judge(results: Mapping[str, Any], _: Path) -> Any:
+    from pcnn.plots import judge_per_class_figure
+
+    per_class = _get(results, "sampling", "checks", "judge_per_class")
+    if per_class is None:
+        raise FileNotFoundError("sampling.checks.judge_per_class is missing: run 04_sampling_and_fid first")
+    n = sum(row["samples_n"] for row in per_class.values())
+    return judge_per_class_figure(per_class, _title(results, f"Baseline CNN as judge, {n} samples"))
+
+
 FIGURE_MAKERS: dict[str, Callable[[Mapping[str, Any], Path], Any]] = {
     "training_curves": _fig_training_curves,
     "confusion_matrix": _fig_confusion,
@@ -862,6 +984,11 @@ FIGURE_MAKERS: dict[str, Callable[[Mapping[str, Any], Path], Any]] = {
     "data_examples": _fig_data_examples,
     "sampler_speed": _fig_speed,
     "nearest_neighbours": _fig_nearest,
+    "completions": _fig_completions,
+    "samples_temperatures": _fig_temperatures,
+    "real_vs_generated": _fig_real_vs_generated,
+    "samples_over_training": _fig_over_training,
+    "judge_per_class": _fig_judge,
 }
 
 
@@ -891,13 +1018,14 @@ def write_manifest(figures_dir: str | Path, files: Iterable[Path], meta: Mapping
 # ----------------------------------------------------------------------------------------------- build
 
 
-_INCLUDE = re.compile(r"\\(includegraphics|input)\s*(?:\[[^\]]*\])?\s*\{([^}#]+)\}")
+_INCLUDE = re.compile(r"\\(includegraphics|laterfigure|input)\s*(?:\[[^\]]*\])?\s*\{([^}#]+)\}")
 
 
 def included_files(report_dir: str | Path) -> dict[str, str]:
     """Names the report sources include that are not sources themselves: name -> `figure` or `input`.
 
-    Figures wrapped in `\\optionalfigure` (the reference checkpoint's samples) are not listed.
+    Figures wrapped in `\\optionalfigure` (the reference checkpoint's samples) are not listed; those in
+    `\\laterfigure` (`LATER_FIGURES`) are: a new build must write them.
     """
     folder = Path(report_dir)
     sources = {p.stem for p in folder.glob("*.tex")}
@@ -911,8 +1039,20 @@ def included_files(report_dir: str | Path) -> dict[str, str]:
             stem = Path(name.strip()).stem if kind == "input" else name.strip()
             if stem in sources:
                 continue
-            found[name.strip()] = "figure" if kind == "includegraphics" else "input"
+            found[name.strip()] = "input" if kind == "input" else "figure"
     return found
+
+
+def missing_files(figures_dir: str | Path, report_dir: str | Path) -> list[str]:
+    """What the report includes that the figures folder lacks, but for `LATER_FIGURES` (a note replaces
+    them in a folder older than they are)."""
+    figures = Path(figures_dir)
+    return [
+        name
+        for name in included_files(report_dir)
+        if name not in LATER_FIGURES
+        and not any((figures / f"{name}{ext}").is_file() for ext in ("", ".pdf", ".tex", ".png"))
+    ]
 
 
 def latexmk_available() -> bool:
@@ -935,8 +1075,9 @@ def build_report(
     """Compile `report/main.tex` against a figures folder with latexmk; returns the PDF path.
 
     The figures folder is put first on TEXINPUTS, so `\\input{macros}` and `\\includegraphics{name}` find
-    that build's files; auxiliary files go to `work_dir` (default `<out_pdf's folder>/latex/`), so that a
-    PDF written into a source folder (`make paper`: `report/pcnn_report.pdf`) leaves no LaTeX files there.
+    that build's files (a folder older than a `LATER_FIGURES` figure shows a note in its place);
+    auxiliary files go to `work_dir` (default `<out_pdf's folder>/latex/`), so that a PDF written into a
+    source folder (`make paper`: `report/pcnn_report.pdf`) leaves no LaTeX files there.
     """
     if not latexmk_available():
         raise ReportError(f"latexmk/pdflatex not found; install TeX Live: {install_hint()}")
@@ -946,11 +1087,7 @@ def build_report(
         raise ReportError(f"{source}/main.tex not found")
     if not (figures / "macros.tex").is_file():
         raise ReportError(f"{figures}/macros.tex not found: run notebooks/05_report_figures first")
-    missing = [
-        name
-        for name, kind in included_files(source).items()
-        if not any((figures / f"{name}{ext}").is_file() for ext in ("", ".pdf", ".tex", ".png"))
-    ]
+    missing = missing_files(figures, source)
     if missing:
         raise ReportError(f"{figures} lacks files the report includes: {', '.join(sorted(missing))}")
     out_pdf = Path(out_pdf).resolve()

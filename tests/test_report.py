@@ -8,9 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from pcnn import report
+from pcnn.plots import hybrid_start, read_sample_grids
+from pcnn.sample import sample_grid_figure
 
 from ._pipeline import tiny_pipeline
 
@@ -132,6 +136,114 @@ def test_checks_table_prints_every_measured_check_and_says_when_none_was() -> No
     assert report.report_macros(
         {"training": {"config": {"train": {"disc_weight": 0.01, "disc_fraction": 0.25}}}}
     )["TrainObjective"].startswith("the hybrid objective")
+
+
+def test_wilson_interval_matches_known_values_and_refuses_bad_counts() -> None:
+    assert report.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert report.wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert report.wilson_interval(250, 250) == pytest.approx((0.9849, 1.0), abs=1e-4)
+    assert report.wilson_interval(0, 7)[0] == 0.0 and report.wilson_interval(7, 7)[1] == 1.0
+    for hits, n in ((1, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError, match="successes"):
+            report.wilson_interval(hits, n)
+
+
+def test_judge_per_class_puts_the_samples_share_beside_the_judges_recall() -> None:
+    consistency = {
+        "per_class": {"burger": 0.012, "panda": 0.0, "koala": 0.188, "pizza": None},
+        "per_class_n": {"burger": 250, "panda": 250, "koala": 250, "pizza": 0},
+    }
+    baseline = {"confusion_matrix": [[123, 0, 3, 4], [0, 113, 17, 0], [2, 1, 126, 0], [24, 1, 3, 102]]}
+    rows = report.judge_per_class(consistency, baseline)
+    assert list(rows) == ["burger", "panda", "koala", "pizza"]
+    assert rows["burger"]["samples_share"] == pytest.approx(3 / 250) and rows["burger"]["samples_n"] == 250
+    assert rows["panda"]["samples_ci95"][0] == 0.0 < rows["panda"]["samples_ci95"][1]
+    assert rows["koala"]["real_share"] == pytest.approx(126 / 129) and rows["koala"]["real_n"] == 129
+    assert rows["pizza"]["samples_share"] is None and rows["pizza"]["samples_ci95"] is None
+    lo, hi = rows["pizza"]["real_ci95"]
+    assert lo < 102 / 130 < hi
+
+
+def test_hybrid_start_marks_the_switch_only_when_it_happens_late() -> None:
+    metrics = [
+        {"epoch": 5, "step": 50, "disc_weight": 0.0},
+        {"epoch": 10, "step": 100, "disc_weight": 0.0},
+        {"epoch": 15, "step": 150, "disc_weight": 0.01},
+    ]
+    assert hybrid_start(metrics) == (100.0, 11)
+    assert hybrid_start(metrics, start_epoch=12) == (120.0, 13)
+    assert hybrid_start([{**m, "disc_weight": 0.01} for m in metrics]) is None
+    assert hybrid_start([{"epoch": 1, "step": 9, "lr": 1e-3}]) is None
+
+
+def _uint8(*shape: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_generative_figures_render_from_their_results(tmp_path: Path) -> None:
+    """Each new figure from the files notebook 04 writes; a run without sample grids gets a note."""
+    results_dir, figures = tmp_path / "results", tmp_path / "figures"
+    results_dir.mkdir()
+    np.savez_compressed(
+        results_dir / "completions.npz",
+        originals=_uint8(4, 8, 8, 3),
+        completions=_uint8(4, 3, 8, 8, 3),
+        other=_uint8(4, 8, 8, 3),
+        labels=np.arange(4),
+        other_labels=(np.arange(4) + 1) % 4,
+        rows=4,
+    )
+    np.savez_compressed(
+        results_dir / "samples_temperatures.npz",
+        images=_uint8(4, 3, 2, 8, 8, 3),
+        temperatures=[1.0, 0.9, 0.8],
+    )
+    np.savez_compressed(
+        results_dir / "real_vs_generated.npz", real=_uint8(4, 3, 8, 8, 3), generated=_uint8(4, 3, 8, 8, 3)
+    )
+    run_samples = tmp_path / "run" / "samples"
+    for epoch in (2, 4, 6):  # named as pcnn.runrecord names them, drawn as training draws them
+        labels = torch.arange(4).repeat_interleave(2)
+        sample_grid_figure(
+            torch.rand(8, 3, 8, 8) * 2 - 1, labels, report.CLASS_NAMES, run_samples / f"epoch_{epoch:04d}.png"
+        )
+    epochs, grids = read_sample_grids(run_samples)
+    assert epochs == [2, 4, 6] and grids.dtype == np.uint8 and grids.shape[0] == 3 and grids.shape[-1] == 3
+    np.savez_compressed(results_dir / "training_samples.npz", grids=grids, epochs=epochs)
+    consistency = {
+        "per_class": dict.fromkeys(report.CLASS_NAMES, 0.5),
+        "per_class_n": dict.fromkeys(report.CLASS_NAMES, 4),
+    }
+    judged = report.judge_per_class(
+        consistency, {"confusion_matrix": (np.eye(4, dtype=int) * 5 + 1).tolist()}
+    )
+    results = {"meta": {"profile": "smoke"}, "sampling": {"checks": {"judge_per_class": judged}}}
+    for stem in report.LATER_FIGURES:
+        fig, paths = report.render_figure(stem, results, results_dir, figures)
+        assert all(path.stat().st_size > 0 for path in paths), stem
+    assert len(report.render_figure("samples_over_training", results, results_dir, figures)[0].axes) == 3
+    empty = read_sample_grids(tmp_path / "no_run")
+    assert empty[0] == [] and empty[1].shape == (0, 1, 1, 3)
+    np.savez_compressed(results_dir / "training_samples.npz", grids=empty[1], epochs=np.array(empty[0]))
+    fig, _ = report.render_figure("samples_over_training", results, results_dir, figures)
+    assert "saved no sample grids" in fig.axes[0].texts[0].get_text()
+    with pytest.raises(FileNotFoundError, match="judge_per_class"):
+        report.render_figure("judge_per_class", {"meta": {}}, results_dir, figures)
+    (results_dir / "completions.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="completions.npz"):
+        report.render_figure("completions", results, results_dir, figures)
+
+
+def test_a_figures_folder_without_the_later_figures_still_builds(tmp_path: Path) -> None:
+    """The committed reference build predates LATER_FIGURES: the report requires them of new builds only."""
+    included = report.included_files(REPORT_DIR)
+    assert set(report.LATER_FIGURES) <= set(included)
+    assert set(report.LATER_FIGURES) <= set(report.REPORT_FIGURES)
+    assert report.missing_files(FIGURES_DIR, REPORT_DIR) == []
+    (tmp_path / "macros.tex").write_text("")
+    missing = report.missing_files(tmp_path, REPORT_DIR)
+    assert "training_curves.pdf" in missing and not set(report.LATER_FIGURES) & set(missing)
+    assert "is not in this build" in (REPORT_DIR / "main.tex").read_text()
 
 
 def test_report_sources_include_only_generated_files() -> None:
