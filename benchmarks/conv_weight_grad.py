@@ -1,10 +1,10 @@
-"""Weight gradient of the model's stride-1 convolutions: oneDNN's kernel against `pcnn.convgrad`, in one run.
+"""Weight gradient of the model's stride-1 convolutions: oneDNN's kernel against `pcnn.fast.convgrad`.
 
 Each row is one layer shape of the benchmark settings (`cpu`-profile width at batch 16, `seed` width at
 batch 32), channels-last as the fast path runs them. Three ways alternate and their medians are compared,
-so that load changes on a shared machine hit all alike: oneDNN's kernel, `pcnn.convgrad`'s torch matrix
-products (its fallback) and `pcnn.native`'s kernel (what `pcnn.convgrad` runs where it can; "n/a" where
-it cannot).
+so that load changes on a shared machine hit all alike: oneDNN's kernel, `pcnn.fast.convgrad`'s torch
+matrix products (its fallback) and `pcnn.fast.native`'s kernel (what `pcnn.fast.convgrad` runs where it
+can; "n/a" where it cannot).
 
     python benchmarks/conv_weight_grad.py
     python benchmarks/conv_weight_grad.py --reps 40 --threads 2
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pcnn import native  # noqa: E402
-from pcnn.convgrad import padded_conv_weight_grad  # noqa: E402
+from pcnn.fast.convgrad import padded_conv_weight_grad  # noqa: E402
 
 # batch, image size, input channels (a concat_elu: twice the filters), output channels, kernel
 SHAPES = [

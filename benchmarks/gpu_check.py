@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from pcnn.checkpoint import load_model
 from pcnn.config import apply_overrides, profile
-from pcnn.data import CPEN455Dataset
-from pcnn.device import resolve_device
-from pcnn.evaluate import score_split
-from pcnn.runrecord import portable
-from pcnn.sample import sample
+from pcnn.datasets import CPEN455Dataset
+from pcnn.evaluation.evaluate import score_split
+from pcnn.sampling.sample import sample
+from pcnn.training.checkpoint import load_model
+from pcnn.training.device import resolve_device
+from pcnn.workflow.runrecord import portable
 
 
 def _sync(device: torch.device) -> None:
@@ -48,7 +48,7 @@ def _train(name: str, overrides: list[str], minutes: float, data_dir: str, work:
     config = apply_overrides(profile(name), overrides + [f"train.max_minutes={minutes}"])
     run_dir = work / name
     start = time.time()
-    from pcnn.train import train
+    from pcnn.training.engine import train
 
     result = train(config, data_dir=data_dir, run_dir=run_dir, progress=False, device=device)
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]

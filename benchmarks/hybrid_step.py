@@ -3,7 +3,7 @@
 The hybrid term needs every class's log-likelihood of an image. The trainer scores only the first
 `disc_fraction` of each batch under all K classes and the rest under its own label, in one forward pass
 (B - n + K n images instead of B). Scoring the whole batch under every class (`disc_fraction` 1) is the
-straightforward formulation. All paths run `pcnn.train.make_train_step`, alternating, on one fixed
+straightforward formulation. All paths run `pcnn.training.engine.make_train_step`, alternating, on one fixed
 batch; the medians are compared in one run.
 
     python benchmarks/hybrid_step.py                     # cpu profile model (nf 40, mix 10, batch 16)
@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pcnn.config import ModelConfig, TrainConfig  # noqa: E402
-from pcnn.model import build_model  # noqa: E402
-from pcnn.train import build_optimizer, make_train_step  # noqa: E402
+from pcnn.core.model import build_model  # noqa: E402
+from pcnn.training.engine import build_optimizer, make_train_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

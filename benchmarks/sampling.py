@@ -16,9 +16,9 @@ import time
 import torch
 
 from pcnn.config import profile
-from pcnn.device import resolve_device
-from pcnn.model import build_model
-from pcnn.sample import draw_pixel, sample
+from pcnn.core.model import build_model
+from pcnn.sampling.sample import draw_pixel, sample
+from pcnn.training.device import resolve_device
 
 
 def _sync(device: torch.device) -> None:

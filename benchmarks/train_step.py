@@ -1,12 +1,12 @@
 """Training-step throughput and peak memory: the trainer's step against a plain eager step, in one run.
 
-The fast path is exactly what `pcnn train` runs (`pcnn.train.make_train_step` with a TrainConfig whose
-speed switches default per device, or as given); the plain path is the straightforward formulation:
+The fast path is exactly what `pcnn train` runs (`pcnn.training.engine.make_train_step` with a TrainConfig
+whose speed switches default per device, or as given); the plain path is the straightforward formulation:
 `model(x, labels)`, `dmol_nll`, autograd, `torch.optim.Adam`. Both train identically initialised
 copies of the model on the same batch; their steps alternate so that load changes on a shared machine
 hit both alike. On a CPU the plain step runs in a process of its own, in lockstep (one step at a time),
 so that it keeps glibc's allocator defaults, as a user's straightforward loop would, while the trainer's
-step tunes them for its process (`pcnn.device.keep_freed_memory`). Printed: the ratio of the median
+step tunes them for its process (`pcnn.training.device.keep_freed_memory`). Printed: the ratio of the median
 rates, of the best steps, and the median over iterations of each plain step's time over the next fast
 step's (paired: least hurt by drift).
 
@@ -45,19 +45,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pcnn.config import ModelConfig, RunConfig, TrainConfig, apply_overrides, profile  # noqa: E402
-from pcnn.core_parallel import scored_count  # noqa: E402
-from pcnn.device import resolve_device  # noqa: E402
-from pcnn.likelihood import bits_per_dim_scale, dmol_nll  # noqa: E402
-from pcnn.model import build_model  # noqa: E402
-from pcnn.precision import native_bf16_cpu  # noqa: E402
-from pcnn.runrecord import _cpu_name  # noqa: E402
-from pcnn.train import (  # noqa: E402
+from pcnn.core.likelihood import bits_per_dim_scale, dmol_nll  # noqa: E402
+from pcnn.core.model import build_model  # noqa: E402
+from pcnn.fast.core_parallel import scored_count  # noqa: E402
+from pcnn.fast.precision import native_bf16_cpu  # noqa: E402
+from pcnn.training.device import resolve_device  # noqa: E402
+from pcnn.training.engine import (  # noqa: E402
     TrainStep,
     build_optimizer,
     describe_precision,
     make_train_step,
     resolve_precision,
 )
+from pcnn.workflow.runrecord import _cpu_name  # noqa: E402
 
 SETTINGS = ("40,5,16", "128,100,32")  # nr_filters, nr_logistic_mix, batch size
 
@@ -96,7 +96,7 @@ def plain_step(
 def course_dmol_loss(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """The course's training loss, as its reference code formulates it (Salimans et al.'s original): the
     batch's summed NLL in nats, with the pdf-midpoint approximation in low-probability bins and
-    condition masks instead of `torch.where`. Same parameter layout as `pcnn.likelihood`."""
+    condition masks instead of `torch.where`. Same parameter layout as `pcnn.core.likelihood`."""
     m = params.shape[1] // 10
     x = x.permute(0, 2, 3, 1)  # B, H, W, 3
     params = params.permute(0, 2, 3, 1)

@@ -1,3 +1,3 @@
-from pcnn.cli import main
+from pcnn.commands.cli import main
 
 raise SystemExit(main())

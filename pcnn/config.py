@@ -76,13 +76,13 @@ class TrainConfig:
     eval_batch_size: int = 64
     num_workers: int = -1  # DataLoader workers; -1 = auto (0 on a CPU, up to 8 on a GPU machine)
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (with loss scaling); auto: see pcnn.precision
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (with loss scaling); auto: see pcnn.fast.precision
     # auto | on | off. auto: on for CUDA; on the CPU, where compiling takes minutes, only for a run whose
     # budget (max_steps >= 1000, or else max_minutes >= 20) repays them
     compile: str = "auto"
     fast_path: str = "auto"  # auto | on | off: the restructured training forward and fused likelihood
     channels_last: str = "auto"  # auto | on | off: activation layout of the fast path (auto: on)
-    # Processes sharing each CPU step, each taking a part of the batch (`pcnn.core_parallel`); 0 = auto:
+    # Processes sharing each CPU step, each taking a part of the batch (`pcnn.fast.core_parallel`); 0 = auto:
     # 2 when the CPU step is compiled and torch has >= 2 threads, else 1. Threads are divided among them.
     cpu_processes: int = 0
     max_nonfinite_steps: int = 10

@@ -6,13 +6,13 @@ import argparse
 import sys
 
 from pcnn import __version__
-from pcnn.data_cli import add_data_parser
-from pcnn.evaluate_cli import add_evaluate_parser
-from pcnn.export import add_export_parser
-from pcnn.fid_cli import add_fid_parser
-from pcnn.pipeline import add_pipeline_parser
-from pcnn.sample_cli import add_sample_parser
-from pcnn.train_cli import add_train_parser
+from pcnn.commands.data_cli import add_data_parser
+from pcnn.commands.evaluate_cli import add_evaluate_parser
+from pcnn.commands.fid_cli import add_fid_parser
+from pcnn.commands.sample_cli import add_sample_parser
+from pcnn.commands.train_cli import add_train_parser
+from pcnn.reporting.export import add_export_parser
+from pcnn.workflow.pipeline import add_pipeline_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """The ``pcnn data`` command: inspect, generate, download and validate data roots.
 
-``pcnn.cli`` registers it with ``add_data_parser(subparsers)`` and dispatches to ``args.func(args)``;
+``pcnn.commands.cli`` registers it with ``add_data_parser(subparsers)`` and dispatches to ``args.func(args)``;
 every handler returns the process exit code (0 success, 1 problems found, 2 unusable input).
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pcnn import data
+from pcnn import datasets as data
 
 _DATA_DIR_HELP = (
     "data root in the CPEN455 course layout ({train,validation,test}.csv and image folders); default:"

@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 
-from pcnn.checkpoint import CheckpointError, load_model
-from pcnn.data import CPEN455Dataset, DataError, class_counts, resolve_data_dir
-from pcnn.device import resolve_device
-from pcnn.evaluate import score_split, write_outputs
+from pcnn.datasets import CPEN455Dataset, DataError, class_counts, resolve_data_dir
+from pcnn.evaluation.evaluate import score_split, write_outputs
+from pcnn.training.checkpoint import CheckpointError, load_model
+from pcnn.training.device import resolve_device
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

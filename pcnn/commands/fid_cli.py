@@ -105,7 +105,7 @@ def _fmt_kid(result: dict[str, Any]) -> str:
 
 def _class_counts_from_names(files: list[Path]) -> dict[int, int]:
     """Per-class counts of sample files (named as the course names them; checked before)."""
-    from pcnn.fid import COURSE_SAMPLE_NAME
+    from pcnn.evaluation.fid import COURSE_SAMPLE_NAME
 
     counts: dict[int, int] = {}
     for path in files:
@@ -116,7 +116,7 @@ def _class_counts_from_names(files: list[Path]) -> dict[int, int]:
 
 def samples_folder_problem(folder: Path) -> str | None:
     """Why `folder` cannot be scored as a samples folder, or None when it holds samples and nothing else."""
-    from pcnn.fid import list_entries, non_sample_entries
+    from pcnn.evaluation.fid import list_entries, non_sample_entries
 
     if not folder.is_dir():
         return f"--samples {folder} is not a folder"
@@ -133,11 +133,11 @@ def samples_folder_problem(folder: Path) -> str | None:
 
 
 def _course(args: argparse.Namespace, dims: int, device: Any, out: dict[str, Any]) -> None:
-    from pcnn import fid
+    from pcnn.evaluation import fid
 
     data_root = None
     if args.data_dir is not None or args.floor or args.reference is None:
-        from pcnn.data import resolve_data_dir
+        from pcnn.datasets import resolve_data_dir
 
         data_root = resolve_data_dir(args.data_dir)
     reference = args.reference if args.reference is not None else Path(data_root) / "test"
@@ -170,8 +170,8 @@ def _course(args: argparse.Namespace, dims: int, device: Any, out: dict[str, Any
 
 
 def _matched(args: argparse.Namespace, dims: int, device: Any, out: dict[str, Any]) -> int:
-    from pcnn import fid
-    from pcnn.data import read_split_csv, resolve_data_dir
+    from pcnn.datasets import read_split_csv, resolve_data_dir
+    from pcnn.evaluation import fid
 
     if args.reference is not None:
         print(
@@ -226,9 +226,9 @@ def _matched(args: argparse.Namespace, dims: int, device: Any, out: dict[str, An
 
 def run_fid_command(args: argparse.Namespace) -> int:
     """Handler of ``pcnn fid``; returns the exit code."""
-    from pcnn import fid
-    from pcnn.data import DataError
-    from pcnn.device import resolve_device
+    from pcnn.datasets import DataError
+    from pcnn.evaluation import fid
+    from pcnn.training.device import resolve_device
 
     if args.samples is None and not args.floor:
         print("error: give --samples DIR, --floor, or both (see pcnn fid --help)", file=sys.stderr)

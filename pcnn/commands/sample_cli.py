@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from pcnn.checkpoint import CheckpointError, load_model
-from pcnn.data import CLASS_NAMES
-from pcnn.device import resolve_device
-from pcnn.fid import check_output_folder, is_inside, remove_samples, save_course_samples
-from pcnn.sample import METHODS, sample, sample_grid_figure
+from pcnn.datasets import CLASS_NAMES
+from pcnn.evaluation.fid import check_output_folder, is_inside, remove_samples, save_course_samples
+from pcnn.sampling.sample import METHODS, sample, sample_grid_figure
+from pcnn.training.checkpoint import CheckpointError, load_model
+from pcnn.training.device import resolve_device
 
 
 def sibling_path(out: Path, suffix: str) -> Path:

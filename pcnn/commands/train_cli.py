@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from pcnn.checkpoint import CheckpointError
 from pcnn.config import PROFILES, RunConfig, apply_overrides, profile
-from pcnn.data import DataError
-from pcnn.runrecord import RunRecord
-from pcnn.train import FINAL_REASONS, NonFiniteLossError, TrainResult, train
+from pcnn.datasets import DataError
+from pcnn.training.checkpoint import CheckpointError
+from pcnn.training.engine import FINAL_REASONS, NonFiniteLossError, TrainResult, train
+from pcnn.workflow.runrecord import RunRecord
 
 DEFAULT_PROFILE = "smoke"
 
@@ -83,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from pcnn.finetune import finetune_config
+    from pcnn.training.finetune import finetune_config
 
     try:
         if args.checkpoint:

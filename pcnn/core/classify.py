@@ -11,8 +11,8 @@ import math
 import torch
 from torch import Tensor
 
-from pcnn.likelihood import dmol_log_prob_per_pixel
-from pcnn.model import PixelCNNPP, unwrap
+from pcnn.core.likelihood import dmol_log_prob_per_pixel
+from pcnn.core.model import PixelCNNPP, unwrap
 
 
 def _require_conditional(model: PixelCNNPP) -> None:

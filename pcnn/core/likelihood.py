@@ -92,7 +92,7 @@ def bits_per_dim(nll: Tensor | float, image_size: int) -> Tensor | float:
 def bits_per_dim_scale(image_size: int) -> float:
     """The factor 1 / (3 * H * W * ln 2) that turns nats per image into bits per sub-pixel.
 
-    Multiplying by it (the training loss, `pcnn.train.evaluate`) and dividing by 3 * H * W * ln 2
+    Multiplying by it (the training loss, `pcnn.training.engine.evaluate`) and dividing by 3 * H * W * ln 2
     (`bits_per_dim`) can differ in the last bit; each caller keeps the form its recorded numbers used.
     """
     return 1.0 / _nats_per_bit_per_dim(image_size)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcnn.config import ModelConfig
-from pcnn.layers import (
+from pcnn.core.layers import (
     NIN,
     GatedResnet,
     LabelContext,

@@ -1,13 +1,13 @@
 """Analyses beyond the headline numbers: sample class consistency, memorisation, and TTA/prior effects.
 
 - `class_consistency`: how often an independent classifier (e.g. the discriminative baseline of
-  `pcnn.baseline`) recognises the class a sample was generated for; FID says nothing about this.
+  `pcnn.evaluation.baseline`) recognises the class a sample was generated for; FID says nothing about this.
 - `nearest_neighbours` / `nearest_neighbour_figure`: each sample beside its closest training images in
   pixel space, the direct check that samples are not copies of training images.
 - `tta_and_prior_effects`: what horizontal-flip averaging and a prior matched to the training class
   frequencies each change in the Bayes classifier, from log-likelihoods already computed.
 
-Accuracy against the fraction of the image seen lives in `pcnn.partial`.
+Accuracy against the fraction of the image seen lives in `pcnn.evaluation.partial`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pcnn.classify import posterior
-from pcnn.data import CLASS_NAMES
-from pcnn.metrics import accuracy, bootstrap_accuracy_ci, confusion_matrix, macro_f1
-from pcnn.plots import image_grid_figure, save_figure, to_uint8_hwc
+from pcnn.core.classify import posterior
+from pcnn.datasets import CLASS_NAMES
+from pcnn.evaluation.metrics import accuracy, bootstrap_accuracy_ci, confusion_matrix, macro_f1
+from pcnn.reporting.plots import image_grid_figure, save_figure, to_uint8_hwc
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -163,8 +163,8 @@ def tta_and_prior_effects(
 ) -> list[dict[str, Any]]:
     """Bayes-classifier accuracy and macro F1 under plain / TTA / training prior / both, one row each.
 
-    `scores_plain` and `scores_flip` are class log-likelihoods (N, K): of the images as given and
-    averaged over the image and its horizontal flip (as `pcnn.evaluate.score_split(tta=True)` returns).
+    `scores_plain` and `scores_flip` are class log-likelihoods (N, K): of the images as given and averaged
+    over the image and its horizontal flip (as `pcnn.evaluation.evaluate.score_split(tta=True)` returns).
     `train_prior` holds the training class frequencies (counts or probabilities). Each row carries the
     accuracy's bootstrap 95% interval and how many predictions differ from the plain setting.
     """

@@ -20,11 +20,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from pcnn.data import CLASS_NAMES, NUM_CLASSES, CPEN455Dataset, eval_transform, train_transform
-from pcnn.device import resolve_device
-from pcnn.metrics import classification_report
-from pcnn.train import seed_everything
-from pcnn.train_data import subset_indices
+from pcnn.datasets import CLASS_NAMES, NUM_CLASSES, CPEN455Dataset, eval_transform, train_transform
+from pcnn.datasets.train_data import subset_indices
+from pcnn.evaluation.metrics import classification_report
+from pcnn.training.device import resolve_device
+from pcnn.training.engine import seed_everything
 
 MIN_FEATURE_SIZE = 4  # stop halving the resolution here; a global average pool follows
 
@@ -110,8 +110,8 @@ def train_baseline(
 ) -> tuple[BaselineCNN, dict[str, Any]]:
     """Train the baseline CNN on the training split and report its validation accuracy (a baseline).
 
-    Uses the generative model's training transform (flip, small rotation) and, for `max_train_images`,
-    the same seeded subset of the training split (`pcnn.train_data.subset_indices`). Training stops after
+    Uses the generative model's training transform (flip, small rotation) and, for `max_train_images`, the
+    same seeded subset of the training split (`pcnn.datasets.train_data.subset_indices`). Training stops after
     `epochs` or, checked after every step, once `max_minutes` of wall time are spent; the dict says which
     (`stopped_by`) and how many epochs ran (fractional when the budget cut an epoch short).
     """

@@ -10,9 +10,9 @@ calls a ``my_sample(model, gen_data_dir)`` that must leave 25 images per class i
 one of which pytorch-fid then scores against ``data/test`` (dims 192).
 
 :class:`CourseModel` is the model those lines handle: it loads a PixelCNN++G checkpoint safely with
-:func:`pcnn.checkpoint.load_model` and accepts the harness's ``load_state_dict`` call; :func:`get_label`
-classifies by Bayes' rule (:mod:`pcnn.classify`), and :func:`write_samples` fills the samples folder.
-docs/course.md says which lines of the two scripts to change.
+:func:`pcnn.training.checkpoint.load_model` and accepts the harness's ``load_state_dict`` call;
+:func:`get_label` classifies by Bayes' rule (:mod:`pcnn.core.classify`), and :func:`write_samples` fills
+the samples folder. docs/course.md says which lines of the two scripts to change.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pcnn.checkpoint import FORMAT, CheckpointError, load_model
-from pcnn.classify import predict
 from pcnn.config import ModelConfig
-from pcnn.experiments import draw_class_samples
-from pcnn.fid import check_output_folder, remove_samples, save_course_samples
+from pcnn.core.classify import predict
+from pcnn.evaluation.fid import check_output_folder, remove_samples, save_course_samples
+from pcnn.training.checkpoint import FORMAT, CheckpointError, load_model
+from pcnn.workflow.experiments import draw_class_samples
 
 COURSE_MODEL_PATH = "models/conditional_pixelcnn.pth"
 _RANGE_SLACK = 1e-3  # the course's float resize is a convex combination: it stays in [-1, 1] up to rounding
@@ -93,8 +93,8 @@ def to_grid(model_input: Tensor, image_size: int) -> Tensor:
 class CourseModel(nn.Module):
     """A PixelCNN++G checkpoint as the course's scripts handle their model.
 
-    `weights` picks the Polyak-averaged or raw weights as :func:`pcnn.checkpoint.load_model` does; `tta`
-    averages the class log-likelihoods over horizontal flips. Calling the model returns class indices.
+    `weights` picks the Polyak-averaged or raw weights as :func:`pcnn.training.checkpoint.load_model` does;
+    `tta` averages the class log-likelihoods over horizontal flips. Calling the model returns class indices.
     """
 
     def __init__(

@@ -13,11 +13,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from pcnn.classify import class_log_likelihoods, posterior
-from pcnn.data import CLASS_NAMES, CPEN455Dataset, evenly_spaced_indices
-from pcnn.likelihood import bits_per_dim
-from pcnn.metrics import classification_report
-from pcnn.model import PixelCNNPP
+from pcnn.core.classify import class_log_likelihoods, posterior
+from pcnn.core.likelihood import bits_per_dim
+from pcnn.core.model import PixelCNNPP
+from pcnn.datasets import CLASS_NAMES, CPEN455Dataset, evenly_spaced_indices
+from pcnn.evaluation.metrics import classification_report
 
 
 @dataclass

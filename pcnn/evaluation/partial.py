@@ -2,7 +2,7 @@
 
 For an autoregressive model the log-likelihood of the first t pixels in raster order is exactly the sum
 of their per-pixel log-probabilities, so one forward pass per (image, class) pair gives the Bayes
-posterior after every prefix at once (`pcnn.classify.prefix_log_likelihood_curves`); no masking.
+posterior after every prefix at once (`pcnn.core.classify.prefix_log_likelihood_curves`); no masking.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from pcnn.classify import posterior, prefix_log_likelihood_curves
-from pcnn.data import CPEN455Dataset, evenly_spaced_indices
-from pcnn.metrics import bootstrap_accuracy_ci
-from pcnn.model import PixelCNNPP
+from pcnn.core.classify import posterior, prefix_log_likelihood_curves
+from pcnn.core.model import PixelCNNPP
+from pcnn.datasets import CPEN455Dataset, evenly_spaced_indices
+from pcnn.evaluation.metrics import bootstrap_accuracy_ci
 
 
 @torch.no_grad()
@@ -31,8 +31,8 @@ def prefix_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """MAP class after every prefix length t = 0..H*W: predictions (N, H*W+1) and labels (N,).
 
-    `subset` picks a fixed, evenly spaced subset of the split, as `pcnn.evaluate.score_split` does. At
-    t = 0 the posterior is the prior, so a uniform prior predicts class 0 (argmax of a tie).
+    `subset` picks a fixed, evenly spaced subset of the split, as `pcnn.evaluation.evaluate.score_split`
+    does. At t = 0 the posterior is the prior, so a uniform prior predicts class 0 (argmax of a tie).
     """
     indices = evenly_spaced_indices(len(dataset), subset)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)

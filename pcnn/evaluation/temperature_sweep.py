@@ -1,10 +1,10 @@
 """`python -m pcnn.temperature_sweep`: how the sampling temperature moves the class consistency of samples.
 
 A lever for sample quality, measured rather than guessed: for each temperature, samples of every class
-from one checkpoint, judged by the discriminative baseline CNN (`pcnn.baseline`), which is trained on the
-training split only. Nothing here looks at the validation images, so choosing a temperature from the
-sweep does not select on validation. Writes `sweep.json` (the judge's consistency with bootstrap
-intervals, per class, for each temperature) and one grid of samples per temperature to look at.
+from one checkpoint, judged by the discriminative baseline CNN (`pcnn.evaluation.baseline`), which is
+trained on the training split only. Nothing here looks at the validation images, so choosing a
+temperature from the sweep does not select on validation. Writes `sweep.json` (the judge's consistency
+with bootstrap intervals, per class, for each temperature) and one grid of samples per temperature to look at.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from pcnn.analysis import class_consistency
-from pcnn.baseline import baseline_predict, train_baseline
-from pcnn.checkpoint import CheckpointError, load_model
-from pcnn.data import CLASS_NAMES, DataError, resolve_data_dir
-from pcnn.experiments import draw_class_samples
-from pcnn.runrecord import machine_roots, portable
-from pcnn.sample import sample_grid_figure
+from pcnn.datasets import CLASS_NAMES, DataError, resolve_data_dir
+from pcnn.evaluation.analysis import class_consistency
+from pcnn.evaluation.baseline import baseline_predict, train_baseline
+from pcnn.sampling.sample import sample_grid_figure
+from pcnn.training.checkpoint import CheckpointError, load_model
+from pcnn.workflow.experiments import draw_class_samples
+from pcnn.workflow.runrecord import machine_roots, portable
 
 
 def sweep(

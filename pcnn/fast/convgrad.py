@@ -9,9 +9,9 @@ oneDNN's weight-gradient kernel was the slowest part of the CPU training step: f
 With the padded input and the output gradient both stored channels-last and the gradient zero-padded to
 the input's width and height, "p + (i, j)" is one constant offset `i * padded_width + j` in the flattened
 pixel order, so each tap is a single matrix product of two contiguous row ranges (no im2col copy): the
-positions that wrap into the next row or image meet zeros of the padded gradient. `pcnn.native` computes
+positions that wrap into the next row or image meet zeros of the padded gradient. `pcnn.fast.native` computes
 all taps in one pass of a hand-written AVX2 kernel that copies each block of the input once for every tap;
-where it cannot run (`pcnn.native.available()`), each tap is a torch matrix product. On the project's
+where it cannot run (`pcnn.fast.native.available()`), each tap is a torch matrix product. On the project's
 2-core CPU (`python benchmarks/conv_weight_grad.py`, one thread) the products took 0.82-0.86 of oneDNN's
 time at the `cpu` profile's 32x32 layers (batch 16) and 0.67-0.68 at the 256-channel 32x32 layers of the
 `seed` width (batch 32), but more than oneDNN at smaller layers (`MIN_PIXELS`) and at the 4-channel input
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pcnn import native
-from pcnn.native import CHANNEL_MULTIPLE
+from pcnn.fast import native
+from pcnn.fast.native import CHANNEL_MULTIPLE
 
 _PARTS = 2  # the pixel sum is split in two halves, one batched product: MKL spreads it better over threads
 # Below this many output pixels (batch x height x width) the torch products were slower than oneDNN's
@@ -59,7 +59,7 @@ def _weight_grad(padded_input: Tensor, padded_grad: Tensor, kernel_h: int, kerne
 
 
 def _takes_native(x: Tensor) -> bool:
-    """Whether pcnn.native's kernel runs here and takes x's dtype and channels (dim 1)."""
+    """Whether pcnn.fast.native's kernel runs here and takes x's dtype and channels (dim 1)."""
     return x.dtype == torch.float32 and x.shape[1] % CHANNEL_MULTIPLE == 0 and native.available()
 
 
@@ -148,10 +148,10 @@ def padded_conv2d(
     padded_input: Tensor, weight: Tensor, bias: Tensor, padding: tuple[int, int, int, int] | None = None
 ) -> Tensor:
     """`F.conv2d(padded_input, weight, bias)` (stride 1, input already padded), same values and gradients;
-    on a CPU its weight gradient is this module's (where pcnn.native's kernel does not run, only for layers
-    of at least `MIN_PIXELS` output pixels and `MIN_CHANNELS` input channels). `padding` (left, right, top,
-    bottom), when given, is the zero border that F.pad added to make `padded_input`: its gradient, which
-    F.pad's backward drops, is then returned as zero and not computed.
+    on a CPU its weight gradient is this module's (where pcnn.fast.native's kernel does not run, only for
+    layers of at least `MIN_PIXELS` output pixels and `MIN_CHANNELS` input channels). `padding` (left,
+    right, top, bottom), when given, is the zero border that F.pad added to make `padded_input`: its
+    gradient, which F.pad's backward drops, is then returned as zero and not computed.
 
     Under CPU autocast it is plain `F.conv2d`: autocast casts inside the forward but not the backward, so the
     saved float32 input would meet a bf16 gradient there."""

@@ -38,7 +38,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-from pcnn.precision import native_bf16_cpu
+from pcnn.fast.precision import native_bf16_cpu
 
 # The loss of one part: (x, labels, weight of its bits/dim, weight of its cross-entropy) -> (loss, bits/dim),
 # the loss weighted as the part's share of the batch's loss, both detached, the gradient accumulated.

@@ -19,8 +19,8 @@ same distribution (its rate rounded to a multiple of 2**-16). What it does diffe
   is applied to the next convolution's padded input, where inductor vectorises the mask's loads.
   GPUs use `F.dropout`, which is cheap there and which torch.compile fuses.
 - The gate `x + a * sigmoid(b)` is one fused multiply-add.
-- On a CPU the stride-1 convolutions take their gradients from `pcnn.convgrad`: the weight gradient from
-  a hand-written kernel (`pcnn.native`; a few large matrix products where it cannot run) and the input
+- On a CPU the stride-1 convolutions take their gradients from `pcnn.fast.convgrad`: the weight gradient from
+  a hand-written kernel (`pcnn.fast.native`; a few large matrix products where it cannot run) and the input
   gradient of the unpadded interior only, through oneDNN's forward kernel; both are faster there than
   oneDNN's backward kernels.
 
@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcnn.config import ModelConfig
-from pcnn.convgrad import padded_conv2d
-from pcnn.layers import NIN, GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d
-from pcnn.layers import concat_elu as plain_concat_elu
-from pcnn.model import NUM_SCALES, PixelCNNPP
+from pcnn.core.layers import NIN, GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d
+from pcnn.core.layers import concat_elu as plain_concat_elu
+from pcnn.core.model import NUM_SCALES, PixelCNNPP
+from pcnn.fast.convgrad import padded_conv2d
 
 _BITS = 64
 
@@ -124,7 +124,7 @@ class _ConcatElu(torch.autograd.Function):
 
 
 def concat_elu(x: Tensor) -> Tensor:
-    """`pcnn.layers.concat_elu`; compiled with a gradient, `_ConcatElu`. Eagerly its several passes over
+    """`pcnn.core.layers.concat_elu`; compiled with a gradient, `_ConcatElu`. Eagerly its several passes over
     memory cost more than the exps they save (0.9x the step's speed at nf 40), and without a gradient
     there is nothing to save."""
     if torch.compiler.is_compiling() and x.requires_grad:

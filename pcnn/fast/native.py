@@ -1,4 +1,4 @@
-"""The project's one hand-written CPU kernel (pcnn/csrc/conv_weight_grad.cpp), compiled on first use.
+"""The project's one hand-written CPU kernel (pcnn/fast/csrc/conv_weight_grad.cpp), compiled on first use.
 
 It is built with the system's C++ compiler (the one torch.compile needs on a CPU anyway) into a per-user
 cache keyed by the source's hash, and called through ctypes (which releases the GIL); no build step at
@@ -112,7 +112,7 @@ def conv_weight_grad(x: Tensor, g: Tensor, offsets: list[int], length: int) -> T
     uses torch's intra-op thread count."""
     function = _load()
     if function is None:
-        raise RuntimeError("pcnn's CPU kernel is not available here (see pcnn.native.available)")
+        raise RuntimeError("pcnn's CPU kernel is not available here (see pcnn.fast.native.available)")
     if x.dtype != torch.float32 or g.dtype != torch.float32 or not (x.is_contiguous() and g.is_contiguous()):
         raise ValueError("the kernel takes contiguous float32 matrices")
     if x.device.type != "cpu" or g.device.type != "cpu":

@@ -14,7 +14,7 @@ CPU's flags and the GPU's compute capability itself:
   ran at 83.6 img/s in bf16 against 52.0 img/s in float32, 1.61x (`benchmarks/train_step.py`);
 - every other CPU, older GPUs and MPS: float32.
 
-The likelihood is always computed in float32 inside the autocast region (`pcnn.likelihood`).
+The likelihood is always computed in float32 inside the autocast region (`pcnn.core.likelihood`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ at), so the committed reference checkpoint stays a few megabytes; `reference.jso
 the sha256 that `verify_export` (and the test suite) checks, so a corrupted or replaced file is caught.
 The sidecar and the checkpoint are committed, so they name paths (the source, a fine-tune's
 `init_checkpoint`) relative to the working folder, never as absolute paths of this machine
-(`pcnn.runrecord.portable`).
+(`pcnn.workflow.runrecord.portable`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pcnn.runrecord import machine_roots, portable
+from pcnn.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pcnn.workflow.runrecord import machine_roots, portable
 
 SIDECAR_SUFFIX = ".json"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pcnn.data import CLASS_NAMES
+from pcnn.datasets import CLASS_NAMES
 
 NOT_MEASURED_FID = "not measured (no Inception weights)"
 NA = "n/a"
@@ -768,7 +768,7 @@ def _title(results: Mapping[str, Any], text: str) -> str:
 
 
 def _fig_training_curves(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import training_curves_figure
+    from pcnn.reporting.plots import training_curves_figure
 
     training = results["training"]
     curve = training.get("loss_curve") or {"step": [], "loss": []}
@@ -783,7 +783,7 @@ def _fig_training_curves(results: Mapping[str, Any], _: Path) -> Any:
 
 
 def _fig_confusion(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import confusion_matrix_figure
+    from pcnn.reporting.plots import confusion_matrix_figure
 
     val = results["training"]["validation"]
     return confusion_matrix_figure(
@@ -794,20 +794,20 @@ def _fig_confusion(results: Mapping[str, Any], _: Path) -> Any:
 
 
 def _fig_reliability(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import reliability_figure
+    from pcnn.reporting.plots import reliability_figure
 
     val = results["training"]["validation"]
     return reliability_figure(val["reliability"], val["ece"], "Calibration")
 
 
 def _fig_prefix(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import accuracy_vs_fraction_figure
+    from pcnn.reporting.plots import accuracy_vs_fraction_figure
 
     return accuracy_vs_fraction_figure(results["training"]["prefix"], "Accuracy vs image seen")
 
 
 def _fig_per_class_bpd(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import per_class_bpd_figure
+    from pcnn.reporting.plots import per_class_bpd_figure
 
     return per_class_bpd_figure(
         results["training"]["validation"]["per_class_bits_per_dim"], "Validation bits/dim per class"
@@ -817,7 +817,7 @@ def _fig_per_class_bpd(results: Mapping[str, Any], _: Path) -> Any:
 def _fig_samples(
     results: Mapping[str, Any], results_dir: Path, name: str = "samples", label: str = ""
 ) -> Any:
-    from pcnn.plots import image_grid_figure, samples_by_class
+    from pcnn.reporting.plots import image_grid_figure, samples_by_class
 
     data = _load_npz(results_dir, name)
     if data is None:
@@ -855,7 +855,7 @@ def fid_entries(sampling: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _fig_fid(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import fid_floor_figure
+    from pcnn.reporting.plots import fid_floor_figure
 
     return fid_floor_figure(
         fid_entries(results.get("sampling")), _title(results, "FID beside the real-data floor")
@@ -863,14 +863,14 @@ def _fig_fid(results: Mapping[str, Any], _: Path) -> Any:
 
 
 def _fig_ablation(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import ablation_figure
+    from pcnn.reporting.plots import ablation_figure
 
     rows = results["ablation"]
     return ablation_figure(rows, _title(results, f"Conditioning variants, {rows[0]['budget']} each"))
 
 
 def _fig_finetune(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import comparison_figure
+    from pcnn.reporting.plots import comparison_figure
 
     ft = results["finetune"]
     return comparison_figure(
@@ -879,7 +879,7 @@ def _fig_finetune(results: Mapping[str, Any], _: Path) -> Any:
 
 
 def _fig_data_examples(results: Mapping[str, Any], results_dir: Path) -> Any:
-    from pcnn.plots import image_grid_figure
+    from pcnn.reporting.plots import image_grid_figure
 
     data = _load_npz(results_dir, "data_examples")
     if data is None:
@@ -888,13 +888,13 @@ def _fig_data_examples(results: Mapping[str, Any], results_dir: Path) -> Any:
 
 
 def _fig_speed(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import sampler_speed_figure
+    from pcnn.reporting.plots import sampler_speed_figure
 
     return sampler_speed_figure(results["sampling"]["speed"], "Sampler speed (32x32 images)")
 
 
 def _fig_nearest(results: Mapping[str, Any], results_dir: Path) -> Any:
-    from pcnn.analysis import nearest_neighbour_grid_figure
+    from pcnn.evaluation.analysis import nearest_neighbour_grid_figure
 
     data = _load_npz(results_dir, "nearest_neighbours")
     if data is None:
@@ -996,7 +996,7 @@ def render_figure(
     stem: str, results: Mapping[str, Any], results_dir: str | Path, figures_dir: str | Path
 ) -> tuple[Any, list[Path]]:
     """Draw one named figure from the results and save it as PDF and PNG; returns (figure, paths)."""
-    from pcnn.plots import save_figure
+    from pcnn.reporting.plots import save_figure
 
     if stem not in FIGURE_MAKERS:
         raise KeyError(f"unknown figure {stem!r}; known: {', '.join(FIGURE_MAKERS)}")
@@ -1082,7 +1082,7 @@ def build_report(
     if not latexmk_available():
         raise ReportError(f"latexmk/pdflatex not found; install TeX Live: {install_hint()}")
     figures = Path(figures_dir).resolve()
-    source = Path(report_dir).resolve() if report_dir else Path(__file__).resolve().parent.parent / "report"
+    source = Path(report_dir).resolve() if report_dir else Path(__file__).resolve().parents[2] / "report"
     if not (source / "main.tex").is_file():
         raise ReportError(f"{source}/main.tex not found")
     if not (figures / "macros.tex").is_file():

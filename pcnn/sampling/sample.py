@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pcnn.layers import GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d, concat_elu
-from pcnn.likelihood import split_params
-from pcnn.model import NUM_SCALES, PixelCNNPP, unwrap
+from pcnn.core.layers import GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d, concat_elu
+from pcnn.core.likelihood import split_params
+from pcnn.core.model import NUM_SCALES, PixelCNNPP, unwrap
 
 METHODS = ("cached", "naive")
 NOISE_EPS = 1e-5

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pcnn.config import ModelConfig
-from pcnn.model import PixelCNNPP, build_model, unwrap
+from pcnn.core.model import PixelCNNPP, build_model, unwrap
 
 FORMAT = "pcnn-checkpoint-v1"
 

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from pcnn.model import unwrap
+from pcnn.core.model import unwrap
 
 
 class EMA:

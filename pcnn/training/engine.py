@@ -8,14 +8,15 @@ by 3*H*W*ln 2), so the number in the logs is directly the bits/dim; with the hyb
 
 Exact resume: a run's randomness is the model initialisation and dropout (torch's global generator,
 seeded from `seed`) and the data order and augmentation (pure functions of seed, epoch and position, see
-`pcnn.train_data`). A checkpoint holds the model, optimiser, EMA, the random states of torch, numpy and
-Python, and the position in the epoch, so on the CPU a resumed run repeats the losses of an uninterrupted
-one bit for bit. The learning rate is a pure function of the epoch (`lr_at`), so the schedule needs no
-state of its own.
+`pcnn.datasets.train_data`). A checkpoint holds the model, optimiser, EMA, the random states of torch,
+numpy and Python, and the position in the epoch, so on the CPU a resumed run repeats the losses of an
+uninterrupted one bit for bit. The learning rate is a pure function of the epoch (`lr_at`), so the
+schedule needs no state of its own.
 
-The engine's parts live in `pcnn.training`, one job per module: `policy` (device choices), `optimizer`,
-`step`, `rng_state`, `state` (counters and results), `run_data`, `review` (evaluation, `best.pt`, sample
-grids) and `trainer` (the loop); this module is what callers import.
+The engine's parts live beside it in `pcnn.training`, one job per module: `policy` (device choices),
+`optimizer`, `step`, `rng_state`, `state` (counters and results), `run_data`, `review` (evaluation,
+`best.pt`, sample grids) and `trainer` (the loop); this module is what callers import (its old path
+`pcnn.train` is this module).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from pcnn.training.rng_state import capture_rng, restore_rng, seed_everything
 from pcnn.training.state import FINAL_REASONS, RESUMABLE_REASONS, NonFiniteLossError, TrainResult
 
 # `_helper_part`: the helpers of a step built before `pcnn.training` existed unpickle their part function
-# by this module's name, so a run started then still finds it here when it rebuilds its step.
+# as `pcnn.train._helper_part` (this module's old path), so a run started then still finds it here.
 from pcnn.training.step import TrainStep, _helper_part, make_train_step  # noqa: F401
 from pcnn.training.trainer import train
 
-evaluate = evaluate_split  # its name before the split (`pcnn.ablate` uses it); `pcnn.evaluate` is a module
+# its name before the split (`pcnn.workflow.ablate` uses it); `pcnn.evaluation.evaluate` is a module
+evaluate = evaluate_split
 
 __all__ = [
     "FINAL_REASONS",

@@ -16,9 +16,9 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from pcnn.checkpoint import load_checkpoint
 from pcnn.config import ModelConfig, RunConfig, apply_overrides
-from pcnn.train import TrainResult, lr_at, train
+from pcnn.training.checkpoint import load_checkpoint
+from pcnn.training.engine import TrainResult, lr_at, train
 
 LR_FACTOR = 0.1
 EPOCHS = 20

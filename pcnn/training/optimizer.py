@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pcnn.config import TrainConfig
-from pcnn.model import unwrap
+from pcnn.core.model import unwrap
 
 
 def lr_at(train_config: TrainConfig, epoch: int) -> float:

@@ -8,16 +8,16 @@ import torch
 from torch import nn
 
 from pcnn.config import TrainConfig
-from pcnn.core_parallel import helps_on_this_cpu
-from pcnn.distributed import DistInfo
-from pcnn.fastpath import FastForward
-from pcnn.model import unwrap
-from pcnn.precision import choose_precision
+from pcnn.core.model import unwrap
+from pcnn.fast.core_parallel import helps_on_this_cpu
+from pcnn.fast.fastpath import FastForward
+from pcnn.fast.precision import choose_precision
+from pcnn.training.distributed import DistInfo
 
 
 def resolve_precision(train_config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the training step (None: plain float32); the likelihood is always float32.
-    `pcnn.precision` says how `auto` chooses, from the hardware's native arithmetic."""
+    `pcnn.fast.precision` says how `auto` chooses, from the hardware's native arithmetic."""
     return choose_precision(train_config.precision, device).dtype
 
 
@@ -53,8 +53,8 @@ def resolve_compile(train_config: TrainConfig, device: torch.device) -> bool:
 def resolve_processes(
     train_config: TrainConfig, device: torch.device, compiled: bool, dist_info: DistInfo
 ) -> int:
-    """Processes sharing each CPU step (`pcnn.core_parallel`): `cpu_processes` if set (> 0); auto (0) uses
-    two on a CPU with at least two intra-op threads when the step is compiled, i.e. in a run long enough
+    """Processes sharing each CPU step (`pcnn.fast.core_parallel`): `cpu_processes` if set (> 0); auto (0)
+    uses two on a CPU with at least two intra-op threads when the step is compiled, i.e. in a run long enough
     to repay the helper's start and compile (a minute), and where a second process was measured to help
     (`core_parallel.helps_on_this_cpu`); one under torchrun or on a GPU."""
     tc = train_config

@@ -8,15 +8,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcnn.checkpoint import save_checkpoint
 from pcnn.config import RunConfig
-from pcnn.data import CLASS_NAMES, evenly_spaced_indices
-from pcnn.evaluate import score_split
-from pcnn.likelihood import bits_per_dim_scale, dmol_nll
-from pcnn.runrecord import RunRecord
-from pcnn.sample import sample, sample_grid_figure
+from pcnn.core.likelihood import bits_per_dim_scale, dmol_nll
+from pcnn.datasets import CLASS_NAMES, evenly_spaced_indices
+from pcnn.evaluation.evaluate import score_split
+from pcnn.sampling.sample import sample, sample_grid_figure
+from pcnn.training.checkpoint import save_checkpoint
 from pcnn.training.policy import training_module
 from pcnn.training.state import Progress
+from pcnn.workflow.runrecord import RunRecord
 
 
 @torch.no_grad()

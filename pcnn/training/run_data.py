@@ -10,9 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pcnn.config import RunConfig, TrainConfig
-from pcnn.data import CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
-from pcnn.distributed import DistInfo
-from pcnn.train_data import (
+from pcnn.datasets import CPEN455Dataset, eval_transform, resolve_data_dir, train_transform
+from pcnn.datasets.train_data import (
     AugmentedView,
     BatchKeys,
     IndexedSplit,
@@ -22,6 +21,7 @@ from pcnn.train_data import (
     passthrough,
     subset_indices,
 )
+from pcnn.training.distributed import DistInfo
 from pcnn.training.policy import resolve_workers
 from pcnn.training.state import Progress
 

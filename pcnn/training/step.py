@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcnn import distributed
-from pcnn.classify import posterior
 from pcnn.config import TrainConfig
-from pcnn.core_parallel import CoreParallel, scored_count
-from pcnn.device import keep_freed_memory
-from pcnn.distributed import DistInfo
-from pcnn.ema import EMA
-from pcnn.fastpath import FastForward
-from pcnn.likelihood import bits_per_dim_scale, dmol_nll, dmol_nll_fused
-from pcnn.model import check_labels, unwrap
-from pcnn.precision import choose_precision
+from pcnn.core.classify import posterior
+from pcnn.core.likelihood import bits_per_dim_scale, dmol_nll, dmol_nll_fused
+from pcnn.core.model import check_labels, unwrap
+from pcnn.fast.core_parallel import CoreParallel, scored_count
+from pcnn.fast.fastpath import FastForward
+from pcnn.fast.precision import choose_precision
+from pcnn.training import distributed
+from pcnn.training.device import keep_freed_memory
+from pcnn.training.distributed import DistInfo
+from pcnn.training.ema import EMA
 from pcnn.training.policy import resolve_compile, resolve_processes, training_module
 
 
@@ -31,7 +31,7 @@ class TrainStep:
     """One optimiser step: forward, loss, backward, non-finite guard, clipping, Adam, EMA.
 
     Call it with a batch `(x, labels)`; it returns the loss (averaged over processes under torchrun).
-    On a CPU it may share each batch with helper processes (`resolve_processes`, `pcnn.core_parallel`),
+    On a CPU it may share each batch with helper processes (`resolve_processes`, `pcnn.fast.core_parallel`),
     started at the first call; `optimizer=None` builds a step that only computes gradients. After a
     call, `skipped` says whether the update was skipped because the loss or the gradient was not finite
     (the parameters are then untouched) and `bits_per_dim` holds the NLL part of the loss.
@@ -64,7 +64,7 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.scales_loss else None
         if self.device.type == "cpu":
             keep_freed_memory()  # the step's activations stay in the heap, not faulted in anew each step
-        if optimizer is None:  # gradients only (a helper of `pcnn.core_parallel`)
+        if optimizer is None:  # gradients only (a helper of `pcnn.fast.core_parallel`)
             self.params = [p for p in self.inner.parameters() if p.requires_grad]
         else:
             self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -157,7 +157,7 @@ class TrainStep:
 
     @property
     def helper_pids(self) -> list[int]:
-        """Process ids of the helpers that share the step's work (`pcnn.core_parallel`), once started."""
+        """Process ids of the helpers that share the step's work (`pcnn.fast.core_parallel`), once started."""
         return self.cores.pids if self.cores is not None else []
 
     def __call__(self, x: Tensor, labels: Tensor) -> float:
@@ -199,7 +199,7 @@ class TrainStep:
 
 
 def _helper_part(model: nn.Module, train_config: TrainConfig, compiled: bool) -> Callable[..., Any]:
-    """In a helper process of `pcnn.core_parallel`: the part-gradient function of a gradient-only step
+    """In a helper process of `pcnn.fast.core_parallel`: the part-gradient function of a gradient-only step
     over the helper's copy of the model (which shares the main process's parameters)."""
     config = dataclasses.replace(train_config, cpu_processes=1)
     return TrainStep(model.train(), None, config, compiled=compiled).part_backward

@@ -14,14 +14,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pcnn import distributed
-from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
 from pcnn.config import ModelConfig, RunConfig, TrainConfig
-from pcnn.device import resolve_device
-from pcnn.distributed import DistInfo
-from pcnn.ema import EMA
-from pcnn.model import build_model
-from pcnn.runrecord import RunRecord, provenance, read_metrics
+from pcnn.core.model import build_model
+from pcnn.training import distributed
+from pcnn.training.checkpoint import load_checkpoint, model_state, save_checkpoint
+from pcnn.training.device import resolve_device
+from pcnn.training.distributed import DistInfo
+from pcnn.training.ema import EMA
 from pcnn.training.optimizer import build_optimizer, lr_at
 from pcnn.training.policy import training_module
 from pcnn.training.review import Review
@@ -29,6 +28,7 @@ from pcnn.training.rng_state import capture_rng, restore_rng, seed_everything
 from pcnn.training.run_data import load_run_data
 from pcnn.training.state import FINAL_REASONS, NonFiniteLossError, Progress, TrainResult
 from pcnn.training.step import TrainStep, make_train_step
+from pcnn.workflow.runrecord import RunRecord, provenance, read_metrics
 
 
 def _say(message: str, info: DistInfo) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from pcnn.checkpoint import load_model
 from pcnn.config import CONDITIONING_VARIANTS, RunConfig, apply_overrides
-from pcnn.data import CPEN455Dataset, resolve_data_dir
+from pcnn.datasets import CPEN455Dataset, resolve_data_dir
+from pcnn.training.checkpoint import load_model
 
 HYBRID_WEIGHT = 0.01  # disc_weight of `+hybrid` rows when the base config has none
 MODIFIERS = ("polyak", "hybrid", "generative")
@@ -97,8 +97,8 @@ def variant_config(
 def _evaluate(
     checkpoint: Path, root: Path, *, eval_subset: int, device: torch.device | str, progress: bool
 ) -> dict[str, Any]:
-    from pcnn.experiments import evaluate_model
-    from pcnn.train import evaluate
+    from pcnn.training.engine import evaluate
+    from pcnn.workflow.experiments import evaluate_model
 
     model = load_model(checkpoint, device=device, weights="auto")
     dataset = CPEN455Dataset(root, "validation", image_size=model.config.image_size)
@@ -129,7 +129,7 @@ def _fid(
     seeds: Sequence[int],
     device: torch.device | str,
 ) -> dict[str, Any]:
-    from pcnn.experiments import course_fid_over_seeds, inception_status
+    from pcnn.workflow.experiments import course_fid_over_seeds, inception_status
 
     if per_class <= 0 or not seeds:
         return {"fid_course_mean": None, "fid_course_std": None, "fid_note": "not measured at this budget"}
@@ -171,8 +171,8 @@ def run_ablation(
     fid_course_std, budget, steps, run_dir (the variant's run folder relative to `out_dir`, the folder
     holding `ablation.json`: the rows are committed, so they name no folder of this machine).
     """
-    from pcnn.device import resolve_device
-    from pcnn.train import train
+    from pcnn.training.device import resolve_device
+    from pcnn.training.engine import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

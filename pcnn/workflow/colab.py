@@ -71,7 +71,7 @@ def on_colab() -> bool:
 
 def default_profile(device: str = "auto") -> tuple[str, str]:
     """`seed` (the GPU configuration) when `device` resolves to CUDA, else `smoke`; with the reason."""
-    from pcnn.device import resolve_device
+    from pcnn.training.device import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type == "cuda":
@@ -97,30 +97,34 @@ def resolve_build_root(build_root: str | Path | None, *, colab: bool) -> tuple[P
 def resolve_data(data_dir: str | Path | None, *, colab: bool) -> tuple[str | None, str]:
     """The data root to pass on, and why: given, the synthetic set by name, or the course data on Colab.
 
-    None (off Colab, or with $PCNN_DATA_DIR set) leaves the choice to `pcnn.data.resolve_data_dir`. On
+    None (off Colab, or with $PCNN_DATA_DIR set) leaves the choice to `pcnn.datasets.resolve_data_dir`. On
     Colab without a data root the course data is fetched and checked; failing that, the run stops.
     """
-    from pcnn import data
+    from pcnn.datasets import checks, download, synthetic
+    from pcnn.datasets.layout import DataError
+    from pcnn.datasets.location import DATA_DIR_ENV
 
     if data_dir == SYNTHETIC:
-        return str(data.make_synthetic(data.synthetic_data_dir())), "the synthetic set, chosen explicitly"
+        return str(
+            synthetic.make_synthetic(synthetic.synthetic_data_dir())
+        ), "the synthetic set, chosen explicitly"
     if data_dir is not None:
         return str(Path(data_dir).expanduser().resolve()), "given"
-    if os.environ.get(data.DATA_DIR_ENV):
-        return None, f"${data.DATA_DIR_ENV}"
+    if os.environ.get(DATA_DIR_ENV):
+        return None, f"${DATA_DIR_ENV}"
     if not colab:
-        return None, f"none given: ${data.DATA_DIR_ENV}, else the synthetic set"
+        return None, f"none given: ${DATA_DIR_ENV}, else the synthetic set"
     try:
-        root = data.fetch(COLAB_DATA_DIR)
-    except data.DataError as exc:
-        raise data.DataError(
+        root = download.fetch(COLAB_DATA_DIR)
+    except DataError as exc:
+        raise DataError(
             f"the course data could not be fetched ({exc}). Copy it to a folder and set data_dir to it, or "
             f'set data_dir = "{SYNTHETIC}" to run on the stand-in set (its numbers mean nothing)'
         ) from exc
-    problems = data.check_data_root(root, progress=False)
+    problems = checks.check_data_root(root, progress=False)
     if problems:
         shown = "\n  ".join(problems[:5])
-        raise data.DataError(f"{len(problems)} problem(s) in the fetched course data {root}:\n  {shown}")
+        raise DataError(f"{len(problems)} problem(s) in the fetched course data {root}:\n  {shown}")
     return str(root), "the course data, fetched and checked"
 
 
@@ -181,7 +185,7 @@ def write_setup_cells(notebooks_dir: str | Path) -> list[Path]:
 
 def main() -> int:
     """`python -m pcnn.colab`: rewrite the notebooks' setup cells from `SETUP_CELL`."""
-    from pcnn.pipeline import repo_root
+    from pcnn.workflow.pipeline import repo_root
 
     root = repo_root()
     if root is None:

@@ -16,19 +16,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pcnn.data import CLASS_NAMES, SYNTHETIC_MARKER, CPEN455Dataset
-from pcnn.evaluate import SplitScores, score_split
-from pcnn.fid import (
+from pcnn.core.likelihood import bits_per_dim_scale
+from pcnn.core.model import PixelCNNPP
+from pcnn.datasets import CLASS_NAMES, SYNTHETIC_MARKER, CPEN455Dataset
+from pcnn.evaluation.evaluate import SplitScores, score_split
+from pcnn.evaluation.fid import (
     FidWeightsUnavailable,
     course_metrics,
     ensure_inception_weights,
     save_course_samples,
     summarize_over_seeds,
 )
-from pcnn.likelihood import bits_per_dim_scale
-from pcnn.metrics import reliability
-from pcnn.model import PixelCNNPP
-from pcnn.sample import sample
+from pcnn.evaluation.metrics import reliability
+from pcnn.sampling.sample import sample
 
 
 def is_synthetic(root: str | Path) -> bool:

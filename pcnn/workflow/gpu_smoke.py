@@ -11,7 +11,7 @@ two-variant ablation on the seed's reduced model), without the LaTeX report. It 
 `figures/runs/<name>/`, ready to commit: the run's records (`config.json`, `provenance.json`,
 `metrics.jsonl`, `train_loss.csv`), `gpu_smoke.json` (GPU, precision and why, steps, images/s,
 validation accuracy, FID, seconds per stage) and a README saying what the numbers are, and it updates
-the index `figures/runs/README.md`. Paths in them are portable (`pcnn.runrecord.portable`).
+the index `figures/runs/README.md`. Paths in them are portable (`pcnn.workflow.runrecord.portable`).
 
 Without a CUDA device it refuses at once (exit 2): a CPU run of the `seed` profile would say nothing
 about the GPU and take hours.
@@ -37,7 +37,7 @@ class SmokeError(RuntimeError):
 
 
 def smoke_sizes(minutes: float) -> dict[str, Any]:
-    """Stage sizes of the `seed` profile cut for a device session of minutes (`pcnn.pipeline.StageSizes`).
+    """Stage sizes of the `seed` profile cut for a device session of minutes (`pipeline.StageSizes`).
 
     The training override is the same one the smoke trains with, so that notebook 01 finds the finished
     run. Evaluation stays on every validation image (seconds on a GPU); everything that samples or trains
@@ -190,7 +190,7 @@ def record_readme(record: dict[str, Any]) -> str:
 
 def write_record(out: Path, run_dir: Path, record: dict[str, Any], roots: dict[str, str]) -> list[Path]:
     """Write the folder `out` (run records, `gpu_smoke.json`, README) and refresh the index beside it."""
-    from pcnn.runrecord import portable, write_runs_index
+    from pcnn.workflow.runrecord import portable, write_runs_index
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -215,10 +215,10 @@ def run_smoke(*, data_dir: str | None, minutes: float, name: str, build_dir: Pat
     """Train, run the pipeline, write the record; returns the record folder. SmokeError before any work
     when there is no CUDA device or no data."""
     from pcnn.config import apply_overrides, profile
-    from pcnn.data import DataError, make_synthetic, resolve_data_dir, synthetic_data_dir
-    from pcnn.pipeline import repo_root, run_pipeline
-    from pcnn.runrecord import data_label, machine_roots, read_metrics
-    from pcnn.train import describe_precision, train
+    from pcnn.datasets import DataError, make_synthetic, resolve_data_dir, synthetic_data_dir
+    from pcnn.training.engine import describe_precision, train
+    from pcnn.workflow.pipeline import repo_root, run_pipeline
+    from pcnn.workflow.runrecord import data_label, machine_roots, read_metrics
 
     device = require_cuda()
     root = repo_root()
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--minutes must be positive, got {args.minutes:g}")
     if not args.name or Path(args.name).name != args.name or args.name.startswith("."):
         parser.error(f"--name must be a plain folder name, got {args.name!r}")
-    from pcnn.pipeline import PipelineError
+    from pcnn.workflow.pipeline import PipelineError
 
     try:
         out = run_smoke(

@@ -239,7 +239,7 @@ def repo_root(start: str | Path | None = None) -> Path | None:
     for folder in (here, *here.parents):
         if all((folder / marker).exists() for marker in REPO_MARKERS):
             return folder
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]
     if all((package_parent / marker).exists() for marker in REPO_MARKERS):
         return package_parent
     return None
@@ -339,10 +339,10 @@ class NotebookContext:
     def meta(self) -> dict[str, Any]:
         """Provenance that the report prints: profile, data source, device, seed.
 
-        The data folder is named by `pcnn.runrecord.data_label`, not by its path: this goes into the
+        The data folder is named by `pcnn.workflow.runrecord.data_label`, not by its path: this goes into the
         committed `results.json` and `manifest.json`.
         """
-        from pcnn.runrecord import data_label
+        from pcnn.workflow.runrecord import data_label
 
         return {
             "profile": self.profile,
@@ -354,9 +354,9 @@ class NotebookContext:
 
     @property
     def record_roots(self) -> dict[str, str]:
-        """Folders that `pcnn.runrecord.portable` names in the figures folder's records: `<build>` (this
-        profile's build folder), `<checkout>`, the data folder and `~`."""
-        from pcnn.runrecord import machine_roots
+        """Folders that `pcnn.workflow.runrecord.portable` names in the figures folder's records: `<build>`
+        (this profile's build folder), `<checkout>`, the data folder and `~`."""
+        from pcnn.workflow.runrecord import machine_roots
 
         return machine_roots(self.data_root, build=self.paths.build, checkout=repo_root())
 
@@ -395,13 +395,13 @@ def notebook_context(
 
     `seed` None keeps the profile's training seed; a number overrides it and offsets the sampling seeds.
     """
-    from pcnn.colab import on_colab
     from pcnn.config import apply_overrides
     from pcnn.config import profile as load_profile
-    from pcnn.data import resolve_data_dir
-    from pcnn.device import resolve_device
-    from pcnn.experiments import data_source
-    from pcnn.train import describe_precision
+    from pcnn.datasets import resolve_data_dir
+    from pcnn.training.device import resolve_device
+    from pcnn.training.engine import describe_precision
+    from pcnn.workflow.colab import on_colab
+    from pcnn.workflow.experiments import data_source
 
     chosen = stage_sizes(profile, sizes)
     overrides = list(chosen.train_overrides) + ([f"train.seed={int(seed)}"] if seed is not None else [])
@@ -561,7 +561,7 @@ def run_pipeline(
             f"no notebook matches {only}; notebooks: {', '.join(nb.name for nb in NOTEBOOKS)}"
         )
     if report:
-        from pcnn.report import install_hint, latexmk_available
+        from pcnn.reporting.report import install_hint, latexmk_available
 
         if not latexmk_available():
             raise PipelineError(
@@ -589,7 +589,7 @@ def run_pipeline(
         print(f"[pipeline] {notebook.name} done in {timings[notebook.name]:.0f} s", flush=True)
     pdf = None
     if report:
-        from pcnn.report import build_report
+        from pcnn.reporting.report import build_report
 
         tick = time.monotonic()
         print("[pipeline] building the report with latexmk ...", flush=True)
@@ -615,7 +615,7 @@ RUN_RECORD_FILES = ("config.json", "provenance.json", "metrics.jsonl", "train_lo
 def _copy_record(source: Path, dest: Path, roots: dict[str, str]) -> None:
     """Copy one record; a JSON file that names folders of this machine is rewritten `portable` (a build
     made before the records were portable), any other file is copied byte for byte."""
-    from pcnn.runrecord import portable
+    from pcnn.workflow.runrecord import portable
 
     if source.suffix == ".json":
         try:
@@ -633,9 +633,9 @@ def publish(profile: str, build_dir: str | Path | None = None, target: str | Pat
 
     Beside the figures go the records a reviewer needs to check them: the main training run's config,
     provenance, metrics and loss log (`reference_run/`) and the ablation rows (`ablation.json`). JSON
-    records are copied `portable` (`pcnn.runrecord`): committed files name no folder of this machine.
+    records are copied `portable` (`pcnn.workflow.runrecord`): committed files name no folder of this machine.
     """
-    from pcnn.runrecord import machine_roots
+    from pcnn.workflow.runrecord import machine_roots
 
     root = repo_root()
     if root is None:
@@ -680,7 +680,7 @@ def _parse_sizes(items: list[str]) -> dict[str, Any]:
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
     """Handler of `pcnn pipeline`; exit 0, 1 when a notebook or the report failed."""
-    from pcnn.report import ReportError
+    from pcnn.reporting.report import ReportError
 
     try:
         sizes = _parse_sizes(args.size or [])

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from pcnn.config import RunConfig
-from pcnn.data import SYNTHETIC_MARKER
+from pcnn.datasets import SYNTHETIC_MARKER
 
 LOSS_HEADER = "step,loss"
 ELSEWHERE = "<elsewhere>"

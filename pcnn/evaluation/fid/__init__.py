@@ -19,27 +19,27 @@ beside a model's FID: resizing and JPEG compression alone move the course-protoc
 
 One module per topic: `weights` (getting the Inception weights), `features`, `distances`, `reference`
 (the real images), `course` and `matched` (the protocols), `samples` (sample files); this package
-exposes what callers use.
+exposes what callers use. It draws no samples (`pcnn.sampling`) and trains nothing.
 """
 
-from pcnn.fid.course import course_fid, course_floor, course_metrics
-from pcnn.fid.distances import (
+from pcnn.evaluation.fid.course import course_fid, course_floor, course_metrics
+from pcnn.evaluation.fid.distances import (
     frechet_distance,
     kernel_inception_distance,
     per_class_fid,
     statistics,
     summarize_over_seeds,
 )
-from pcnn.fid.features import (
+from pcnn.evaluation.fid.features import (
     IMAGE_EXTENSIONS,
     image_features,
     inception_model,
     list_image_files,
     load_image_folder,
 )
-from pcnn.fid.matched import matched_fid, matched_floor, matched_protocol, matched_real_reference
-from pcnn.fid.reference import select_real_reference
-from pcnn.fid.samples import (
+from pcnn.evaluation.fid.matched import matched_fid, matched_floor, matched_protocol, matched_real_reference
+from pcnn.evaluation.fid.reference import select_real_reference
+from pcnn.evaluation.fid.samples import (
     COURSE_SAMPLE_NAME,
     check_output_folder,
     is_course_sample_name,
@@ -49,7 +49,7 @@ from pcnn.fid.samples import (
     remove_samples,
     save_course_samples,
 )
-from pcnn.fid.weights import (
+from pcnn.evaluation.fid.weights import (
     FID_WEIGHTS_NAME,
     FidWeightsUnavailable,
     convert_fid_helper_weights,

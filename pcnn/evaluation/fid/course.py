@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcnn.fid.distances import feature_metrics, frechet_distance, statistics, summarize_over_seeds
-from pcnn.fid.features import folder_features, image_features, standard_model
-from pcnn.fid.reference import load_resized
-from pcnn.fid.samples import save_course_samples
+from pcnn.evaluation.fid.distances import feature_metrics, frechet_distance, statistics, summarize_over_seeds
+from pcnn.evaluation.fid.features import folder_features, image_features, standard_model
+from pcnn.evaluation.fid.reference import load_resized
+from pcnn.evaluation.fid.samples import save_course_samples
 
 
 def course_metrics(
@@ -78,7 +78,7 @@ def course_floor(
     sample count, the floor uses `n_per_class` images per class (25: the course's 100 samples) per
     seed and reports mean and std over `seeds`; ``fid_all_validation`` uses all validation images.
     """
-    from pcnn.data import read_split_csv
+    from pcnn.datasets import read_split_csv
 
     rows = [(str(rel), int(label)) for rel, label in read_split_csv(data_root, "validation")]
     reference = Path(reference_dir) if reference_dir is not None else Path(data_root) / "test"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from pcnn.fid.weights import ensure_inception_weights
+from pcnn.evaluation.fid.weights import ensure_inception_weights
 
 # The file extensions pytorch-fid's `calculate_fid_given_paths` globs for.
 IMAGE_EXTENSIONS = frozenset({"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"})

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcnn.fid.distances import feature_metrics, per_class_fid
-from pcnn.fid.features import image_features, standard_model
-from pcnn.fid.reference import load_resized, select_real_reference
-from pcnn.fid.samples import to_uint8
+from pcnn.evaluation.fid.distances import feature_metrics, per_class_fid
+from pcnn.evaluation.fid.features import image_features, standard_model
+from pcnn.evaluation.fid.reference import load_resized, select_real_reference
+from pcnn.evaluation.fid.samples import to_uint8
 
 
 def matched_real_reference(

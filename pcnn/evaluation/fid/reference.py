@@ -33,7 +33,7 @@ def select_real_reference(
     Per class, the relative paths (minus `exclude`) are sorted and permuted by
     ``numpy.random.default_rng(seed)``; the first `n_per_class` are taken. Returned class by class.
     """
-    from pcnn.data import read_split_csv
+    from pcnn.datasets import read_split_csv
 
     excluded = {str(p) for p in exclude} if exclude is not None else set()
     rows = [(str(rel), int(label)) for rel, label in read_split_csv(data_root, split)]
@@ -59,8 +59,8 @@ def select_real_reference(
 def load_resized(
     data_root: str | Path, rows: Sequence[tuple[str, int]], progress: bool = False
 ) -> torch.Tensor:
-    """Decode, replicate grey to RGB (pcnn.data) and apply the training resize, as uint8 (N, 3, 32, 32)."""
-    from pcnn.data import load_image_uint8
+    """Decode, replicate grey to RGB (pcnn.datasets) and apply the training resize: uint8 (N, 3, 32, 32)."""
+    from pcnn.datasets import load_image_uint8
 
     root = Path(data_root)
     images = [

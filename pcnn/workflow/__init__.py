@@ -1,0 +1,6 @@
+"""The notebook pipeline and its results: running the notebooks, the steps they share, the ablation, the
+run records, the Colab setup cell and the GPU smoke run.
+
+It composes the other parts into runs and records them, and holds none of their logic: no model,
+training step, metric or figure is defined here.
+"""
