@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pcnn.data import make_synthetic
-from pcnn.pipeline import run_pipeline
+from pcnn.datasets import make_synthetic
+from pcnn.workflow.pipeline import run_pipeline
 
 # Every stage at its smallest: a few optimiser steps, a handful of images, two samples per class.
 TINY_SIZES: dict[str, Any] = {

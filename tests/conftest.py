@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pcnn.config import ModelConfig
-from pcnn.model import build_model
+from pcnn.core.model import build_model
 
 # The tests exercise the hand-written CPU kernel wherever it can run, also on AVX-512 CPUs, where it is
-# off by default (`pcnn.native.wanted`); its default policy is tested with the capability mocked.
+# off by default (`pcnn.fast.native.wanted`); its default policy is tested with the capability mocked.
 os.environ.setdefault("PCNN_NATIVE", "1")
 
 # One intra-op thread per test process: `make test` runs pytest with two workers (pytest-xdist), and

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcnn.ablate import HYBRID_WEIGHT, default_variants, paired_effect, run_ablation, variant_config
 from pcnn.config import CONDITIONING_VARIANTS, ModelConfig, RunConfig, TrainConfig, profile
-from pcnn.data import make_synthetic
-from pcnn.train import resolve_compile
+from pcnn.datasets import make_synthetic
+from pcnn.training.engine import resolve_compile
+from pcnn.workflow.ablate import HYBRID_WEIGHT, default_variants, paired_effect, run_ablation, variant_config
 
 
 def tiny_base(disc_weight: float = 0.0) -> RunConfig:
@@ -105,12 +105,12 @@ def test_run_ablation_writes_rows_and_does_not_retrain(tmp_path: Path, monkeypat
     assert 0.0 <= plain["val_accuracy"] <= 1.0 and plain["steps"] == 3
     assert all(row["val_bpd"] > 0 for row in rows)
 
-    import pcnn.train
+    import pcnn.training.engine
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished variant was retrained")
 
-    monkeypatch.setattr(pcnn.train, "train", refuse)
+    monkeypatch.setattr(pcnn.training.engine, "train", refuse)
     assert run_ablation(tiny_base(), **kwargs) == rows
 
 

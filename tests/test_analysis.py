@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcnn.analysis import (
+from pcnn.evaluation.analysis import (
     class_consistency,
     nearest_neighbour_figure,
     nearest_neighbours,

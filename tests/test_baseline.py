@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcnn.baseline import BaselineCNN, baseline_predict, train_baseline
-from pcnn.data import make_synthetic
+from pcnn.datasets import make_synthetic
+from pcnn.evaluation.baseline import BaselineCNN, baseline_predict, train_baseline
 
 
 @pytest.fixture(scope="module")

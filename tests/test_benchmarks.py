@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pcnn.likelihood import dmol_nll
+from pcnn.core.likelihood import dmol_nll
 from tests.conftest import grid_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pcnn
-from pcnn.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from pcnn.training.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
 from tests.conftest import grid_images, tiny_model
 
 
@@ -79,7 +79,7 @@ def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
 
 
 def test_export_keeps_one_set_of_weights_and_a_verified_sha256(tmp_path: Path) -> None:
-    from pcnn.export import export_checkpoint, verify_export
+    from pcnn.reporting.export import export_checkpoint, verify_export
 
     model = tiny_model()
     ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in model_state(model).items()}
@@ -113,7 +113,7 @@ def test_export_keeps_one_set_of_weights_and_a_verified_sha256(tmp_path: Path) -
 
 
 def test_committed_reference_checkpoint_matches_its_sha256() -> None:
-    from pcnn.export import verify_export
+    from pcnn.reporting.export import verify_export
 
     path = Path(__file__).resolve().parents[1] / "checkpoints" / "reference.pt"
     if not path.is_file():

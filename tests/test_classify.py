@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pcnn.classify import (
+from pcnn.core.classify import (
     class_log_likelihoods,
     posterior,
     predict,
     prefix_class_log_likelihoods,
     prefix_log_likelihood_curves,
 )
-from pcnn.likelihood import dmol_nll
+from pcnn.core.likelihood import dmol_nll
 from tests.conftest import grid_images, tiny_model
 
 

@@ -16,7 +16,9 @@ import jupytext
 import pytest
 import torch
 
-from pcnn import colab, data
+from pcnn import datasets as data
+from pcnn.datasets import download, synthetic
+from pcnn.workflow import colab
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"train": 4, "validation": 2, "test": 2}
@@ -37,7 +39,7 @@ def on_colab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
 
 def fake_fetch(calls: list[Path], *, broken: bool = False):
-    """Stands in for `pcnn.data.fetch` (no network): writes a small course-layout set where asked."""
+    """Stands in for `pcnn.datasets.fetch` (no network): writes a small course-layout set where asked."""
 
     def fetch(dest: Path, **_) -> Path:
         calls.append(Path(dest))
@@ -62,7 +64,7 @@ def test_on_colab_the_course_data_is_fetched_checked_and_drive_is_the_build_root
     on_colab: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(data, "fetch", fake_fetch(calls))
+    monkeypatch.setattr(download, "fetch", fake_fetch(calls))
     runtime = colab.setup_runtime("smoke", device="cpu")
     assert calls == [colab.COLAB_DATA_DIR] and runtime.data_dir == str(colab.COLAB_DATA_DIR)
     assert on_colab == [str(colab.DRIVE_MOUNT)]
@@ -76,8 +78,8 @@ def test_on_colab_a_failed_fetch_stops_rather_than_using_the_synthetic_set(
     def offline(dest: Path, **_) -> Path:
         raise data.DataError("no network")
 
-    monkeypatch.setattr(data, "fetch", offline)
-    monkeypatch.setattr(data, "make_synthetic", lambda *a, **k: pytest.fail("fell back to synthetic"))
+    monkeypatch.setattr(download, "fetch", offline)
+    monkeypatch.setattr(synthetic, "make_synthetic", lambda *a, **k: pytest.fail("fell back to synthetic"))
     with pytest.raises(data.DataError, match=r'no network.*data_dir = "synthetic"'):
         colab.setup_runtime("smoke", device="cpu")
 
@@ -85,7 +87,7 @@ def test_on_colab_a_failed_fetch_stops_rather_than_using_the_synthetic_set(
 def test_on_colab_problems_in_the_fetched_data_stop_the_notebook(
     on_colab: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "fetch", fake_fetch([], broken=True))
+    monkeypatch.setattr(download, "fetch", fake_fetch([], broken=True))
     with pytest.raises(data.DataError, match=r"problem\(s\) in the fetched course data"):
         colab.setup_runtime("smoke", device="cpu")
 
@@ -93,13 +95,13 @@ def test_on_colab_problems_in_the_fetched_data_stop_the_notebook(
 def test_on_colab_a_given_data_root_or_build_root_is_used_as_given(
     on_colab: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(data, "fetch", lambda *a, **k: pytest.fail("fetched although data_dir was given"))
+    monkeypatch.setattr(download, "fetch", lambda *a, **k: pytest.fail("fetched although data_dir was given"))
     runtime = colab.setup_runtime(
         "cpu", data_dir=str(tmp_path / "mine"), build_root=str(tmp_path / "b"), figures_dir="f", device="cpu"
     )
     assert on_colab == [], "Drive is not mounted when a build root is given"
     assert runtime == ("cpu", str(tmp_path / "mine"), str(tmp_path / "b" / "cpu" / "runs"), "f")
-    monkeypatch.setattr(data, "fetch", fake_fetch([]))
+    monkeypatch.setattr(download, "fetch", fake_fetch([]))
     assert colab.setup_runtime("cpu", run_dir="r", figures_dir="f", device="cpu")[2:] == ("r", "f")
     assert on_colab == [], "nor when both of its folders are"
 
@@ -109,8 +111,8 @@ def test_synthetic_is_a_choice_by_name_and_elsewhere_none_keeps_the_default(
 ) -> None:
     monkeypatch.setattr(colab, "on_colab", lambda: False)
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(data, "synthetic_data_dir", lambda: tmp_path / "synthetic")
-    monkeypatch.setattr(data, "make_synthetic", lambda root: Path(root))
+    monkeypatch.setattr(synthetic, "synthetic_data_dir", lambda: tmp_path / "synthetic")
+    monkeypatch.setattr(synthetic, "make_synthetic", lambda root: Path(root))
     assert colab.setup_runtime("smoke", data_dir=colab.SYNTHETIC, device="cpu").data_dir == str(
         tmp_path / "synthetic"
     )

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcnn import convgrad
-from pcnn.convgrad import padded_conv2d, padded_conv_weight_grad
+from pcnn.fast import convgrad
+from pcnn.fast.convgrad import padded_conv2d, padded_conv_weight_grad
 
 # Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
 pytestmark = pytest.mark.isa_sensitive
@@ -66,8 +66,8 @@ def test_weight_gradient_of_a_real_sized_float32_layer() -> None:
 
 
 def test_without_the_kernel_only_large_layers_take_the_products(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where pcnn.native cannot run, layers of fewer than MIN_PIXELS pixels or MIN_CHANNELS input channels
-    keep oneDNN's backward (the products lose there)."""
+    """Where pcnn.fast.native cannot run, layers of fewer than MIN_PIXELS pixels or MIN_CHANNELS input
+    channels keep oneDNN's backward (the products lose there)."""
     monkeypatch.setattr(convgrad.native, "available", lambda: False)
     side = int((convgrad.MIN_PIXELS / 2) ** 0.5) + 1  # two images just past the threshold
     c = convgrad.MIN_CHANNELS

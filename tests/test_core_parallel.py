@@ -1,4 +1,4 @@
-"""Data parallelism over CPU cores within one step (`pcnn.core_parallel`): same loss and gradient as one
+"""Data parallelism over CPU cores within one step (`pcnn.fast.core_parallel`): same loss and gradient as one
 process, reproducible, resumable bit for bit, and loud when a helper dies."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from pcnn import precision
 from pcnn.config import ModelConfig, TrainConfig
-from pcnn.core_parallel import CoreParallel, helps_on_this_cpu, part_sizes, scored_count
-from pcnn.data import make_synthetic
-from pcnn.distributed import DistInfo
-from pcnn.model import build_model
-from pcnn.runrecord import read_losses
-from pcnn.train import TrainStep, build_optimizer, make_train_step, resolve_processes, train
+from pcnn.core.model import build_model
+from pcnn.datasets import make_synthetic
+from pcnn.fast import precision
+from pcnn.fast.core_parallel import CoreParallel, helps_on_this_cpu, part_sizes, scored_count
+from pcnn.training.distributed import DistInfo
+from pcnn.training.engine import TrainStep, build_optimizer, make_train_step, resolve_processes, train
+from pcnn.workflow.runrecord import read_losses
 from tests.conftest import grid_images
 from tests.float32 import accumulation_rtol, assert_close_in_float32
 from tests.test_train import _assert_same_run, tiny_config
@@ -201,8 +201,8 @@ def test_a_hung_helper_is_stopped_and_named() -> None:
 UNGUARDED_SCRIPT = """
 import torch
 from pcnn.config import ModelConfig, TrainConfig
-from pcnn.model import build_model
-from pcnn.train import build_optimizer, make_train_step
+from pcnn.core.model import build_model
+from pcnn.training.engine import build_optimizer, make_train_step
 print("top level ran", flush=True)
 torch.manual_seed(0)
 model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8))

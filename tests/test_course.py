@@ -18,12 +18,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from pcnn import course
-from pcnn.checkpoint import CheckpointError, load_model, model_state, save_checkpoint
-from pcnn.classify import predict
-from pcnn.cli import main
-from pcnn.data import CPEN455Dataset, make_synthetic, read_split_csv
-from pcnn.fid import IMAGE_EXTENSIONS
+from pcnn.commands.cli import main
+from pcnn.core.classify import predict
+from pcnn.datasets import CPEN455Dataset, make_synthetic, read_split_csv
+from pcnn.evaluation import course
+from pcnn.evaluation.fid import IMAGE_EXTENSIONS
+from pcnn.training.checkpoint import CheckpointError, load_model, model_state, save_checkpoint
 from tests.conftest import randomize_, tiny_model
 
 SIZE = 8  # the tiny model's image size; the course's is 32

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pcnn import data
-from pcnn.data import CPEN455Dataset, DataError
-from pcnn.data_cli import add_data_parser
+from pcnn import datasets as data
+from pcnn.commands.data_cli import add_data_parser
+from pcnn.datasets import CPEN455Dataset, DataError, download, synthetic
 
 TINY = {"train": 3, "validation": 2, "test": 2}
 
@@ -149,9 +149,9 @@ def test_default_and_resolved_data_dir(
         data.resolve_data_dir(tmp_path / "empty")
     monkeypatch.delenv(data.DATA_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setitem(data._DEFAULT_SYNTHETIC_COUNTS, "train", 1)  # keep the default set tiny here
-    monkeypatch.setitem(data._DEFAULT_SYNTHETIC_COUNTS, "validation", 1)
-    monkeypatch.setitem(data._DEFAULT_SYNTHETIC_COUNTS, "test", 1)
+    monkeypatch.setitem(synthetic._DEFAULT_SYNTHETIC_COUNTS, "train", 1)  # keep the default set tiny here
+    monkeypatch.setitem(synthetic._DEFAULT_SYNTHETIC_COUNTS, "validation", 1)
+    monkeypatch.setitem(synthetic._DEFAULT_SYNTHETIC_COUNTS, "test", 1)
     root = data.default_data_dir()
     assert root == tmp_path / "cache" / "pcnn" / "synthetic-v1" and (root / data.SYNTHETIC_MARKER).is_file()
 
@@ -322,7 +322,7 @@ def make_archive(source: Path, archive: Path, top: str = "CPEN455HW-2023W2-main"
 
 def pin_to(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pins = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in data.KNOWN_CSV_SHA256}
-    monkeypatch.setattr(data, "KNOWN_CSV_SHA256", pins)
+    monkeypatch.setattr(download, "KNOWN_CSV_SHA256", pins)
 
 
 def test_fetch_extracts_and_verifies(

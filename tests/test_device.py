@@ -1,4 +1,4 @@
-"""Process settings of `pcnn.device`."""
+"""Process settings of `pcnn.training.device`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 if sys.argv[1] == "keep":
-    from pcnn.device import keep_freed_memory
+    from pcnn.training.device import keep_freed_memory
     keep_freed_memory()
 SIZES = [n << 18 for n in (4, 16, 8, 32, 6, 12, 24, 6)]
 def churn():

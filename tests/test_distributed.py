@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcnn.checkpoint import load_checkpoint
-from pcnn.runrecord import read_losses, read_metrics
-from pcnn.train import train
+from pcnn.training.checkpoint import load_checkpoint
+from pcnn.training.engine import train
+from pcnn.workflow.runrecord import read_losses, read_metrics
 from tests.test_train import REPO, data_dir, one_thread, tiny_config  # noqa: F401  (fixtures)
 
 WORKER = textwrap.dedent(
@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from pcnn.config import RunConfig
-    from pcnn.train import train
+    from pcnn.training.engine import train
     config = RunConfig.from_dict(json.loads(sys.argv[1]))
     train(config, data_dir=sys.argv[2], run_dir=sys.argv[3], progress=False)
     """
@@ -74,7 +74,7 @@ def test_two_gloo_processes_match_one_process(data_dir: Path, tmp_path: Path) ->
 
 @pytest.mark.parametrize("world", [3])
 def test_batch_must_split_evenly(world: int) -> None:
-    from pcnn.train_data import rank_batches
+    from pcnn.datasets.train_data import rank_batches
 
     with pytest.raises(ValueError, match="divisible"):
         rank_batches(32, 8, 0, world)

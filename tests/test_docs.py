@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pcnn import package_map
+from pcnn.reporting import package_map
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -78,12 +78,16 @@ def test_readme_package_map_is_generated() -> None:
 
 def test_package_map_rows(tmp_path: Path) -> None:
     (tmp_path / "__init__.py").write_text('"""The package."""\n')
-    (tmp_path / "alpha.py").write_text('"""Alpha (docs/design.md#model): the first line.\n\nMore."""\n')
-    (tmp_path / "alpha_cli.py").write_text('"""`x alpha`: its command."""\n')
+    (tmp_path / "alpha.py").write_text('"""Alpha (docs/design.md#model): the first\nparagraph.\n\nMore."""\n')
     (tmp_path / "beta.py").write_text("x = 1\n")
+    for sub, doc in (("part", "A part: what it is.\n\nWhat it must not hold."), ("part/inner", "Inner.")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "__init__.py").write_text(f'"""{doc}"""\n')
+    (tmp_path / "part" / "one.py").write_text('"""One."""\n')
     name = tmp_path.name
     assert package_map.package_map(tmp_path).splitlines()[2:] == [
-        f"| `{name}/alpha.py`, `alpha_cli.py` | Alpha: the first line. |",
+        f"| `{name}/part/`: inner/, one | A part: what it is. |",
+        f"| `{name}/alpha.py` | Alpha: the first paragraph. |",
         f"| `{name}/beta.py` | (no docstring) |",
     ]
     text = f"intro\n{package_map.BEGIN}\nstale\n{package_map.END}\nrest\n"

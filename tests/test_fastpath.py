@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcnn import convgrad
 from pcnn.config import CONDITIONING_VARIANTS
-from pcnn.fastpath import FastForward, _ConcatElu, _dropout_scale, _expm1_of_negative, concat_elu
-from pcnn.likelihood import dmol_nll, dmol_nll_fused
+from pcnn.core.likelihood import dmol_nll, dmol_nll_fused
+from pcnn.fast import convgrad
+from pcnn.fast.fastpath import FastForward, _ConcatElu, _dropout_scale, _expm1_of_negative, concat_elu
 from tests.conftest import grid_images, tiny_model
 from tests.test_likelihood import random_params
 

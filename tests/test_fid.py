@@ -1,4 +1,4 @@
-"""Tests of pcnn.fid: distances against closed forms, sample naming, weights conversion, FID end to end."""
+"""Tests of pcnn.evaluation.fid: distances against closed forms, sample naming, weights conversion, FID."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from pcnn import fid
-from pcnn.fid import features as fid_features
-from pcnn.fid import samples as fid_samples
-from pcnn.fid import weights as fid_weights
-from pcnn.fid_cli import add_fid_parser
+from pcnn.commands.fid_cli import add_fid_parser
+from pcnn.evaluation import fid
+from pcnn.evaluation.fid import features as fid_features
+from pcnn.evaluation.fid import samples as fid_samples
+from pcnn.evaluation.fid import weights as fid_weights
 
 
 def _random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -196,7 +196,7 @@ def test_matched_fid_requires_equal_counts() -> None:
 
 
 def test_real_reference_selection_is_deterministic_and_disjoint(tmp_path: Path) -> None:
-    from pcnn.data import make_synthetic
+    from pcnn.datasets import make_synthetic
 
     root = make_synthetic(tmp_path / "data", counts={"train": 6, "validation": 2, "test": 2})
     a = fid.select_real_reference(root, n_per_class=3, seed=0)
@@ -232,7 +232,7 @@ def test_per_class_fid_compares_each_class_with_its_own_reference() -> None:
 
 
 def test_matched_protocol_scores_real_images_as_perfect(tmp_path: Path) -> None:
-    from pcnn.data import make_synthetic
+    from pcnn.datasets import make_synthetic
 
     root = make_synthetic(tmp_path / "data", counts={"train": 12, "validation": 2, "test": 2})
     real = fid.matched_real_reference(root, n_per_class=5, seed=0)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import pcnn.train_data
-from pcnn.checkpoint import load_checkpoint
-from pcnn.finetune import LR_FACTOR, finetune, finetune_config
-from pcnn.runrecord import read_metrics
-from pcnn.train import lr_at, train
-from pcnn.train_cli import add_train_parser
-from pcnn.train_data import epoch_order, focus_weights
+import pcnn.datasets.train_data
+from pcnn.commands.train_cli import add_train_parser
+from pcnn.datasets.train_data import epoch_order, focus_weights
+from pcnn.training.checkpoint import load_checkpoint
+from pcnn.training.engine import lr_at, train
+from pcnn.training.finetune import LR_FACTOR, finetune, finetune_config
+from pcnn.workflow.runrecord import read_metrics
 from tests.test_train import data_dir, one_thread, tiny_config  # noqa: F401  (fixtures)
 
 
@@ -60,13 +60,13 @@ def test_finetune_selects_on_the_holdout_and_stops_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen_weights = []
-    original = pcnn.train_data.epoch_order
+    original = pcnn.datasets.train_data.epoch_order
 
     def spy(n, epoch, seed, weights=None):
         seen_weights.append(weights)
         return original(n, epoch, seed, weights)
 
-    monkeypatch.setattr(pcnn.train_data, "epoch_order", spy)
+    monkeypatch.setattr(pcnn.datasets.train_data, "epoch_order", spy)
     checkpoint = base_run / "checkpoints" / "last.pt"
     start = load_checkpoint(checkpoint)["model"]
     result = finetune(

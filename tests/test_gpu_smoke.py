@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcnn import gpu_smoke
 from pcnn.config import apply_overrides, profile
-from pcnn.pipeline import stage_sizes
+from pcnn.workflow import gpu_smoke
+from pcnn.workflow.pipeline import stage_sizes
 
 from .test_records import absolute_paths
 

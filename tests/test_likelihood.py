@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pcnn.likelihood import dmol_log_prob_per_pixel, dmol_nll
+from pcnn.core.likelihood import dmol_log_prob_per_pixel, dmol_nll
 from tests.conftest import grid_images
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcnn import convgrad, native
+from pcnn.fast import convgrad, native
 
 # Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).
 pytestmark = pytest.mark.isa_sensitive

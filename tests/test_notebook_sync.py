@@ -1,5 +1,5 @@
 """The committed .ipynb (for Colab) must match the reviewed jupytext sources cell for cell, ask Colab for a
-GPU, and carry the one setup cell generated from pcnn/colab.py."""
+GPU, and carry the one setup cell generated from pcnn/workflow/colab.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from pcnn.colab import SETUP_CELL, SETUP_TAG
+from pcnn.workflow.colab import SETUP_CELL, SETUP_TAG
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.py"))
 
@@ -39,6 +39,6 @@ def test_setup_cell_is_the_generated_one(source: Path) -> None:
     cells = [c for c in jupytext.read(source).cells if SETUP_TAG in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"{source.name}: expected one cell tagged '{SETUP_TAG}'"
     assert cells[0].source == SETUP_CELL, (
-        f"{source.name}: the setup cell differs from pcnn/colab.py: run `python -m pcnn.colab` "
+        f"{source.name}: the setup cell differs from pcnn/workflow/colab.py: run `python -m pcnn.colab` "
         "and `make notebooks`"
     )

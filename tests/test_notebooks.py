@@ -8,7 +8,14 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from pcnn.pipeline import NOTEBOOKS, Notebook, PipelineError, execute_notebook, missing_outputs, stage_sizes
+from pcnn.workflow.pipeline import (
+    NOTEBOOKS,
+    Notebook,
+    PipelineError,
+    execute_notebook,
+    missing_outputs,
+    stage_sizes,
+)
 
 from ._pipeline import tiny_pipeline
 
@@ -42,9 +49,9 @@ def test_stage_sizes_reject_unknown_names() -> None:
 
 
 def test_seed_ablation_runs_the_reduced_model_on_an_epoch_budget() -> None:
-    from pcnn.ablate import variant_config
     from pcnn.config import profile
-    from pcnn.pipeline import NotebookContext
+    from pcnn.workflow.ablate import variant_config
+    from pcnn.workflow.pipeline import NotebookContext
 
     def ablation_base(name: str):
         fields = dict(paths=None, device="cpu", data_root=Path(), data_source="synthetic", seed=0)
@@ -102,7 +109,7 @@ def test_a_failing_cell_names_the_notebook_and_the_cell(tmp_path: Path) -> None:
 
 
 def test_publish_copies_figures_run_record_and_ablation(tmp_path: Path) -> None:
-    from pcnn.pipeline import RUN_RECORD_FILES, publish
+    from pcnn.workflow.pipeline import RUN_RECORD_FILES, publish
 
     build = tmp_path / "build" / "cpu"
     (build / "figures").mkdir(parents=True)

@@ -1,5 +1,5 @@
 """The training precision follows the hardware's native arithmetic, with the CPU's flags and the GPU's
-compute capability mocked: emulated bf16 is never chosen by `auto` (`pcnn.precision`)."""
+compute capability mocked: emulated bf16 is never chosen by `auto` (`pcnn.fast.precision`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcnn import precision
 from pcnn.config import TrainConfig
-from pcnn.precision import choose_precision, cpu_flags, native_bf16_cpu
-from pcnn.train import describe_precision, resolve_precision
+from pcnn.fast import precision
+from pcnn.fast.precision import choose_precision, cpu_flags, native_bf16_cpu
+from pcnn.training.engine import describe_precision, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 XEON_AVX512 = frozenset({"avx2", "avx512f", "avx512bw", "avx512_vnni"})  # bf16 only emulated

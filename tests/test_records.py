@@ -2,7 +2,7 @@
 
 `figures/` and `checkpoints/` are committed: a path like `/home/me/pcnn/build/cpu/runs/main` in them says
 nothing to a reader and leaks the builder's machine. The writers name folders instead (`<build>`,
-`<checkout>`, `<CPEN455 data>`, relative paths; `pcnn.runrecord.portable`).
+`<checkout>`, `<CPEN455 data>`, relative paths; `pcnn.workflow.runrecord.portable`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import torch
 
-from pcnn.checkpoint import load_checkpoint, model_state, save_checkpoint
-from pcnn.runrecord import data_label, machine_roots, portable, provenance, runs_index
+from pcnn.training.checkpoint import load_checkpoint, model_state, save_checkpoint
+from pcnn.workflow.runrecord import data_label, machine_roots, portable, provenance, runs_index
 from tests.conftest import tiny_model
 
 from ._pipeline import tiny_pipeline
@@ -96,7 +96,7 @@ def test_portable_names_each_folder_and_keeps_other_values() -> None:
 
 
 def test_data_label_says_which_data(tmp_path: Path) -> None:
-    from pcnn.data import make_synthetic
+    from pcnn.datasets import make_synthetic
 
     synthetic = make_synthetic(tmp_path / "synth", counts={"train": 1, "validation": 1, "test": 1})
     assert data_label(synthetic) == "<synthetic data>"
@@ -118,7 +118,7 @@ def test_provenance_names_no_folder_of_this_machine(tmp_path: Path, monkeypatch:
 
 
 def test_export_sidecar_names_its_source_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pcnn.export import export_checkpoint
+    from pcnn.reporting.export import export_checkpoint
 
     model = tiny_model()
     run = tmp_path / "build" / "run"
@@ -135,7 +135,7 @@ def test_export_sidecar_names_its_source_relative(tmp_path: Path, monkeypatch: p
 
 
 def test_publish_rewrites_old_records_and_copies_the_rest_as_they_are(tmp_path: Path) -> None:
-    from pcnn.pipeline import publish
+    from pcnn.workflow.pipeline import publish
 
     build = tmp_path / "build" / "cpu"
     (build / "figures").mkdir(parents=True)
@@ -198,7 +198,7 @@ def test_runs_index_refuses_a_missing_folder(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_pipeline_records_hold_no_absolute_path(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from pcnn.pipeline import publish
+    from pcnn.workflow.pipeline import publish
 
     build = tiny_pipeline(tmp_path_factory.mktemp("pipeline"))
     machine = (str(Path(build["build"]).parents[1]), str(Path.home()))  # the test's tmp root and home

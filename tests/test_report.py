@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcnn import report
-from pcnn.plots import hybrid_start, read_sample_grids
-from pcnn.sample import sample_grid_figure
+from pcnn.reporting import report
+from pcnn.reporting.plots import hybrid_start, read_sample_grids
+from pcnn.sampling.sample import sample_grid_figure
 
 from ._pipeline import tiny_pipeline
 
@@ -202,7 +202,7 @@ def test_generative_figures_render_from_their_results(tmp_path: Path) -> None:
         results_dir / "real_vs_generated.npz", real=_uint8(4, 3, 8, 8, 3), generated=_uint8(4, 3, 8, 8, 3)
     )
     run_samples = tmp_path / "run" / "samples"
-    for epoch in (2, 4, 6):  # named as pcnn.runrecord names them, drawn as training draws them
+    for epoch in (2, 4, 6):  # named as pcnn.workflow.runrecord names them, drawn as training draws them
         labels = torch.arange(4).repeat_interleave(2)
         sample_grid_figure(
             torch.rand(8, 3, 8, 8) * 2 - 1, labels, report.CLASS_NAMES, run_samples / f"epoch_{epoch:04d}.png"

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chi2
 
-from pcnn.checkpoint import model_state, save_checkpoint
-from pcnn.cli import main
+from pcnn.commands.cli import main
 from pcnn.config import CONDITIONING_VARIANTS
-from pcnn.fid import non_sample_entries
-from pcnn.likelihood import log_bin_probability, split_params
-from pcnn.sample import cached_params, complete, draw_pixel, sample, sample_grid_figure
+from pcnn.core.likelihood import log_bin_probability, split_params
+from pcnn.evaluation.fid import non_sample_entries
+from pcnn.sampling.sample import cached_params, complete, draw_pixel, sample, sample_grid_figure
+from pcnn.training.checkpoint import model_state, save_checkpoint
 from tests.conftest import grid_images, randomize_, tiny_model
 
 # Compares computations that round differently on other CPUs: run again under AVX2 kernels (Makefile).

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pcnn.checkpoint import model_state, save_checkpoint
-from pcnn.data import make_synthetic
-from pcnn.temperature_sweep import main
+from pcnn.datasets import make_synthetic
+from pcnn.evaluation.temperature_sweep import main
+from pcnn.training.checkpoint import model_state, save_checkpoint
 from tests.conftest import tiny_model
 
 

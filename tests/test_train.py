@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from pcnn import convgrad
-from pcnn.checkpoint import load_checkpoint, load_model
-from pcnn.classify import class_log_likelihoods, posterior
+from pcnn.commands.train_cli import add_train_parser
 from pcnn.config import ModelConfig, RunConfig, TrainConfig, apply_overrides, profile
-from pcnn.data import make_synthetic
-from pcnn.likelihood import dmol_nll
-from pcnn.model import build_model
-from pcnn.runrecord import read_losses, read_metrics
-from pcnn.train import (
+from pcnn.core.classify import class_log_likelihoods, posterior
+from pcnn.core.likelihood import dmol_nll
+from pcnn.core.model import build_model
+from pcnn.datasets import make_synthetic
+from pcnn.datasets.train_data import epoch_order, holdout_split, rank_batches, sample_seed, subset_indices
+from pcnn.fast import convgrad
+from pcnn.training.checkpoint import load_checkpoint, load_model
+from pcnn.training.engine import (
     NonFiniteLossError,
     TrainStep,
     build_optimizer,
@@ -33,8 +34,7 @@ from pcnn.train import (
     resolve_compile,
     train,
 )
-from pcnn.train_cli import add_train_parser
-from pcnn.train_data import epoch_order, holdout_split, rank_batches, sample_seed, subset_indices
+from pcnn.workflow.runrecord import read_losses, read_metrics
 from tests.conftest import grid_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -365,7 +365,7 @@ KILLER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from pcnn.config import RunConfig
-    from pcnn.train import train
+    from pcnn.training.engine import train
     config = RunConfig.from_dict(json.loads(sys.argv[1]))
     kill_at = int(sys.argv[4])
     def hook(step, loss):
@@ -529,7 +529,7 @@ def test_design_doc_lists_the_profiles_as_they_are() -> None:
 
 
 def test_ema_warms_up_then_averages_with_its_decay() -> None:
-    from pcnn.ema import EMA
+    from pcnn.training.ema import EMA
 
     def linear(value: float) -> torch.nn.Linear:
         layer = torch.nn.Linear(1, 1, bias=False)
