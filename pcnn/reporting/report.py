@@ -913,7 +913,7 @@ def _need_npz(results_dir: Path, name: str) -> dict[str, np.ndarray]:
 
 
 def _fig_completions(results: Mapping[str, Any], results_dir: Path) -> Any:
-    from pcnn.plots import completions_figure
+    from pcnn.reporting.plots import completions_figure
 
     data = _need_npz(results_dir, "completions")
     rows = int(data["rows"])
@@ -931,7 +931,7 @@ def _fig_completions(results: Mapping[str, Any], results_dir: Path) -> Any:
 
 
 def _fig_temperatures(results: Mapping[str, Any], results_dir: Path) -> Any:
-    from pcnn.plots import temperature_figure
+    from pcnn.reporting.plots import temperature_figure
 
     data = _need_npz(results_dir, "samples_temperatures")
     return temperature_figure(
@@ -943,7 +943,7 @@ def _fig_temperatures(results: Mapping[str, Any], results_dir: Path) -> Any:
 
 
 def _fig_real_vs_generated(results: Mapping[str, Any], results_dir: Path) -> Any:
-    from pcnn.plots import real_vs_generated_figure
+    from pcnn.reporting.plots import real_vs_generated_figure
 
     data = _need_npz(results_dir, "real_vs_generated")
     return real_vs_generated_figure(
@@ -952,7 +952,7 @@ def _fig_real_vs_generated(results: Mapping[str, Any], results_dir: Path) -> Any
 
 
 def _fig_over_training(results: Mapping[str, Any], results_dir: Path) -> Any:
-    from pcnn.plots import samples_over_training_figure
+    from pcnn.reporting.plots import samples_over_training_figure
 
     data = _need_npz(results_dir, "training_samples")
     return samples_over_training_figure(
@@ -961,7 +961,7 @@ def _fig_over_training(results: Mapping[str, Any], results_dir: Path) -> Any:
 
 
 def _fig_judge(results: Mapping[str, Any], _: Path) -> Any:
-    from pcnn.plots import judge_per_class_figure
+    from pcnn.reporting.plots import judge_per_class_figure
 
     per_class = _get(results, "sampling", "checks", "judge_per_class")
     if per_class is None:
