@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from pcnn.evaluation.metrics import wilson_interval
 from pcnn.reporting import report
 from pcnn.reporting.plots import hybrid_start, read_sample_grids
 from pcnn.sampling.sample import sample_grid_figure
@@ -139,13 +140,13 @@ def test_checks_table_prints_every_measured_check_and_says_when_none_was() -> No
 
 
 def test_wilson_interval_matches_known_values_and_refuses_bad_counts() -> None:
-    assert report.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert report.wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert report.wilson_interval(250, 250) == pytest.approx((0.9849, 1.0), abs=1e-4)
-    assert report.wilson_interval(0, 7)[0] == 0.0 and report.wilson_interval(7, 7)[1] == 1.0
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(250, 250) == pytest.approx((0.9849, 1.0), abs=1e-4)
+    assert wilson_interval(0, 7)[0] == 0.0 and wilson_interval(7, 7)[1] == 1.0
     for hits, n in ((1, 0), (-1, 5), (6, 5)):
         with pytest.raises(ValueError, match="successes"):
-            report.wilson_interval(hits, n)
+            wilson_interval(hits, n)
 
 
 def test_judge_per_class_puts_the_samples_share_beside_the_judges_recall() -> None:

@@ -1,6 +1,8 @@
-"""Classification metrics: accuracy, macro F1, confusion matrix, calibration, bootstrap intervals."""
+"""Classification metrics: accuracy, macro F1, confusion matrix, calibration, confidence intervals."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -73,3 +75,15 @@ def classification_report(
         "ece": ece,
         "confusion_matrix": confusion_matrix(labels, predictions, num_classes).tolist(),
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default): unlike the normal approximation it stays
+    inside [0, 1] and is not empty at 0 or n successes, which per-class counts of samples often hit."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not a rounding above 0
+    return low, 1.0 if successes == n else min(1.0, centre + half)

@@ -28,28 +28,12 @@ from typing import Any
 import numpy as np
 
 from pcnn.datasets import CLASS_NAMES
+from pcnn.evaluation.metrics import wilson_interval
+from pcnn.workflow.pipeline import REPORT_FIGURES as REPORT_FIGURES  # notebook 05 renders them from here
 
 NOT_MEASURED_FID = "not measured (no Inception weights)"
 NA = "n/a"
 RESULT_NAMES = ("data", "training", "finetune", "ablation", "sampling")
-REPORT_FIGURES = (
-    "training_curves",
-    "samples_per_class",
-    "confusion_matrix",
-    "reliability",
-    "accuracy_vs_fraction",
-    "fid_floor",
-    "ablation",
-    "finetune_comparison",
-    "data_examples",
-    "sampler_speed",
-    "nearest_neighbours",
-    "completions",
-    "samples_temperatures",
-    "real_vs_generated",
-    "samples_over_training",
-    "judge_per_class",
-)
 # Figures the report shows in a "not in this build" box where the figures folder predates them: the
 # committed reference build still compiles (`make paper`); a new build writes them all.
 LATER_FIGURES = (
@@ -681,18 +665,6 @@ def checks_table(training: Mapping[str, Any] | None, sampling: Mapping[str, Any]
         "Accuracies on the validation split with bootstrap 95\\% intervals. Per-class FID uses a quarter of "
         "the matched protocol's images and is biased upwards; compare it with its own floor only.",
     )
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% by default): unlike the normal approximation it stays
-    inside [0, 1] and is not empty at 0 or n successes, which per-class counts of samples often hit."""
-    if n <= 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not a rounding above 0
-    return low, 1.0 if successes == n else min(1.0, centre + half)
 
 
 def judge_per_class(

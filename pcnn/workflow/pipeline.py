@@ -43,6 +43,26 @@ class Notebook:
     files: tuple[str, ...] = ()  # other files it must write into the figures folder
 
 
+# The figures the report includes: notebook 05 writes each of them (`pcnn.reporting.report` reads this).
+REPORT_FIGURES: tuple[str, ...] = (
+    "training_curves",
+    "samples_per_class",
+    "confusion_matrix",
+    "reliability",
+    "accuracy_vs_fraction",
+    "fid_floor",
+    "ablation",
+    "finetune_comparison",
+    "data_examples",
+    "sampler_speed",
+    "nearest_neighbours",
+    "completions",
+    "samples_temperatures",
+    "real_vs_generated",
+    "samples_over_training",
+    "judge_per_class",
+)
+
 NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook(
         "00_data_exploration",
@@ -70,24 +90,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     ),
     Notebook(
         "05_report_figures",
-        (
-            "training_curves",
-            "samples_per_class",
-            "confusion_matrix",
-            "reliability",
-            "accuracy_vs_fraction",
-            "fid_floor",
-            "ablation",
-            "finetune_comparison",
-            "data_examples",
-            "sampler_speed",
-            "nearest_neighbours",
-            "completions",
-            "samples_temperatures",
-            "real_vs_generated",
-            "samples_over_training",
-            "judge_per_class",
-        ),
+        REPORT_FIGURES,
         (
             "macros.tex",
             "table_ablation.tex",
