@@ -93,8 +93,9 @@ class TrainConfig:
     # a larger temperature gives every image a graded margin. Prediction is unchanged (the argmax).
     disc_temperature: float = 1.0
     # Likelihood first: the hybrid term joins at this 0-based epoch (0 = from the start). Trained from the
-    # start it costs the samples their class (27% against 46.5% judged in class at equal steps,
-    # docs/runs.md#likelihood-first); joining late it lifts the accuracy of a model that already generates.
+    # start it costs the samples their class (27% against 46.5% judged in class at equal steps); joining a
+    # trained likelihood model at full weight it raised the training loss from 3.99 to 5.81
+    # (docs/runs.md#likelihood-first), so no profile uses it.
     disc_start_epoch: int = 0
     grad_clip: float = 0.0  # 0 disables clipping
     last_checkpoint_minutes: float = 0.0  # write `last` at an epoch end at most this often; 0 = every epoch
@@ -261,7 +262,7 @@ def _long() -> RunConfig:
             lr_decay=0.977,
             max_minutes=180.0,
             # No hybrid term: joining the likelihood at epoch 71 (`disc_start_epoch=70`) it raised the
-            # training bits/dim from 4.0 to 5-6 within 100 steps (docs/runs.md#likelihood-first)
+            # training loss from 3.99 to 5.81 within 50 steps (docs/runs.md#likelihood-first)
             disc_weight=0.0,
             eval_every=5,
             sample_every=10,
