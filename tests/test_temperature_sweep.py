@@ -1,4 +1,4 @@
-"""`python -m pcnn.temperature_sweep`: a judged record per temperature, from training data only."""
+"""`python -m pcnn.temperature_sweep`: a judged record per temperature and guidance, from training data."""
 
 from __future__ import annotations
 
@@ -24,13 +24,17 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
     )
     out = tmp_path / "sweep"
     argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--data-dir", str(data), "--per-class", "2"]
-    assert main([*argv, "--temperatures", "1.0", "0.5", "--judge-minutes", "0.02"]) == 0
+    judge = ["--judge-minutes", "0.02"]
+    assert main([*argv, "--temperatures", "1.0", "0.5", "--guidance", "0", "2", *judge]) == 0
     record = json.loads((out / "sweep.json").read_text())
-    assert list(record["temperatures"]) == ["1.0", "0.5"]
+    assert list(record["temperatures"]) == ["1.0", "1.0_w2", "0.5", "0.5_w2"]
     for judged in record["temperatures"].values():
         assert judged["n"] == 8 and 0.0 <= judged["overall"] <= 1.0 and len(judged["per_class"]) == 4
-    assert (out / "samples_T1.png").is_file() and (out / "samples_T0.5.png").is_file()
+    assert record["temperatures"]["0.5_w2"]["guidance"] == 2.0
+    for name in ("T1", "T0.5", "T1_w2", "T0.5_w2"):
+        assert (out / f"samples_{name}.png").is_file()
     assert str(tmp_path) not in (out / "sweep.json").read_text()  # no machine path in the record
     assert main([*argv, "--temperatures", "0"]) == 2
+    assert main([*argv, "--guidance", "-1"]) == 2
     assert main([*argv[:-4], "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "error:" in capsys.readouterr().err

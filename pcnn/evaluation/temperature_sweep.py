@@ -1,18 +1,22 @@
-"""`python -m pcnn.temperature_sweep`: how the sampling temperature moves the class consistency of samples.
+"""`python -m pcnn.temperature_sweep`: how sampling temperature and self-guidance move the class consistency
+of samples.
 
-A lever for sample quality, measured rather than guessed: for each temperature, samples of every class
-from one checkpoint, judged by the discriminative baseline CNN (`pcnn.evaluation.baseline`), which is
-trained on the training split only. Nothing here looks at the validation images, so choosing a
-temperature from the sweep does not select on validation. Writes `sweep.json` (the judge's consistency
-with bootstrap intervals, per class, for each temperature) and one grid of samples per temperature to look at.
+Levers for sample quality, measured rather than guessed: for each temperature and guidance weight
+(`pcnn.sampling.guided`; 0 is the model's own distribution), samples of every class from one checkpoint,
+judged by the discriminative baseline CNN (`pcnn.evaluation.baseline`), which is trained on the training
+split only. Nothing here looks at the validation images, so choosing a
+setting from the sweep does not select on validation. Writes `sweep.json` (the judge's consistency with
+bootstrap intervals, per class, for each setting) and one grid of samples per setting to look at.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -32,11 +36,16 @@ def sweep(
     temperatures: list[float],
     out: str | Path,
     *,
+    guidances: Sequence[float] = (0.0,),
     per_class: int = 50,
     seed: int = 0,
     judge_minutes: float = 5.0,
 ) -> dict:
-    """Judge `per_class` samples per class at each temperature; write and return the record."""
+    """Judge `per_class` samples per class at each (temperature, guidance); write and return the record.
+
+    Settings are keyed by the temperature for guidance 0 (as in earlier records, e.g. "1.0") and
+    `<temperature>_w<guidance>` otherwise (e.g. "1.0_w2").
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint, device="cpu").eval()
@@ -50,22 +59,35 @@ def sweep(
         "judge": {k: v for k, v in judge_report.items() if k != "train_loss"},
         "temperatures": {},
     }
-    for temperature in temperatures:
+    for temperature, guidance in itertools.product(temperatures, guidances):
+        key = str(temperature) + (f"_w{guidance:g}" if guidance else "")
+        name = f"T{temperature:g}" + (f"_w{guidance:g}" if guidance else "")
         start = time.monotonic()
         images, labels = draw_class_samples(
-            model, per_class, seed=seed, batch_size=4 * per_class, temperature=temperature, progress=True
+            model,
+            per_class,
+            seed=seed,
+            batch_size=4 * per_class,
+            temperature=temperature,
+            guidance=guidance,
+            progress=True,
         )
         consistency = class_consistency(lambda x: baseline_predict(judge, x), images, labels)
-        record["temperatures"][str(temperature)] = {**consistency, "sampling_s": time.monotonic() - start}
+        record["temperatures"][key] = {
+            **consistency,
+            "temperature": temperature,
+            "guidance": guidance,
+            "sampling_s": time.monotonic() - start,
+        }
         shown = torch.cat([torch.nonzero(labels == k).flatten()[:8] for k in range(len(CLASS_NAMES))])
-        sample_grid_figure(images[shown], labels[shown], CLASS_NAMES, out / f"samples_T{temperature:g}.png")
+        sample_grid_figure(images[shown], labels[shown], CLASS_NAMES, out / f"samples_{name}.png")
         print(
-            f"T={temperature:g}: judge consistency {consistency['overall']:.3f} "
+            f"{key}: judge consistency {consistency['overall']:.3f} "
             f"[{consistency['overall_ci95'][0]:.3f}, {consistency['overall_ci95'][1]:.3f}], per class "
             + ", ".join(f"{k} {v:.2f}" for k, v in consistency["per_class"].items()),
             flush=True,
         )
-        (out / "sweep.json").write_text(json.dumps(record, indent=2))  # kept after each temperature
+        (out / "sweep.json").write_text(json.dumps(record, indent=2))  # kept after each setting
     return record
 
 
@@ -75,12 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for sweep.json and the sample grids")
     parser.add_argument("--data-dir", default=None, help="course-layout data root (default: PCNN_DATA_DIR)")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7])
-    parser.add_argument("--per-class", type=int, default=50, help="samples per class and temperature")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="self-guidance weights (0: the model's own distribution; >0 steers towards the class)",
+    )
+    parser.add_argument("--per-class", type=int, default=50, help="samples per class and setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--judge-minutes", type=float, default=5.0, help="training budget of the judge CNN")
     args = parser.parse_args(argv)
-    if args.per_class < 1 or not all(t > 0 for t in args.temperatures):
-        print("error: --per-class must be >= 1 and every temperature > 0", file=sys.stderr)
+    if (
+        args.per_class < 1
+        or not all(t > 0 for t in args.temperatures)
+        or not all(w >= 0 for w in args.guidance)
+    ):
+        print(
+            "error: --per-class must be >= 1, every temperature > 0 and every guidance >= 0", file=sys.stderr
+        )
         return 2
     try:
         sweep(
@@ -88,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             resolve_data_dir(args.data_dir),
             args.temperatures,
             args.out,
+            guidances=args.guidance,
             per_class=args.per_class,
             seed=args.seed,
             judge_minutes=args.judge_minutes,

@@ -28,6 +28,7 @@ from pcnn.evaluation.fid import (
     summarize_over_seeds,
 )
 from pcnn.evaluation.metrics import reliability
+from pcnn.sampling.guided import guided_sample
 from pcnn.sampling.sample import sample
 
 
@@ -96,11 +97,13 @@ def draw_class_samples(
     method: str = "cached",
     progress: bool = False,
     temperature: float = 1.0,
+    guidance: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """`per_class` samples of every class (class-major order) from one seeded generator, on the CPU.
 
     The unconditional variant ignores labels; its samples are still labelled by position so that the
-    course file layout (`Class{k}_image_{nn}.jpg`) stays balanced.
+    course file layout (`Class{k}_image_{nn}.jpg`) stays balanced. `guidance` > 0 draws with the model's
+    own classifier as guide (`pcnn.sampling.guided`; cached method only, conditional models only).
     """
     config = model.config
     labels = torch.arange(config.num_classes).repeat_interleave(per_class)
@@ -109,16 +112,15 @@ def draw_class_samples(
     parts = []
     for start in range(0, len(labels), batch):
         chunk = labels[start : start + batch].to(device)
-        images = sample(
-            model,
-            chunk if model.conditional else None,
-            generator=generator,
-            method=method,
-            temperature=temperature,
-            image_size=config.image_size,
-            progress=progress,
-            batch_size=len(chunk),
+        common = dict(
+            generator=generator, temperature=temperature, image_size=config.image_size, progress=progress
         )
+        if guidance:
+            images = guided_sample(model, chunk, guidance=guidance, **common).images
+        else:
+            images = sample(
+                model, chunk if model.conditional else None, method=method, batch_size=len(chunk), **common
+            )
         parts.append(images.cpu())
     return torch.cat(parts), labels
 
