@@ -24,16 +24,29 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
     )
     out = tmp_path / "sweep"
     argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--data-dir", str(data), "--per-class", "2"]
-    judge = ["--judge-minutes", "0.02"]
+    judge = ["--judge-minutes", "0.02", "--judge-seeds", "0", "1"]
     assert main([*argv, "--temperatures", "1.0", "0.5", "--guidance", "0", "2", *judge]) == 0
     record = json.loads((out / "sweep.json").read_text())
     assert list(record["temperatures"]) == ["1.0", "1.0_w2", "0.5", "0.5_w2"]
     for judged in record["temperatures"].values():
         assert judged["n"] == 8 and 0.0 <= judged["overall"] <= 1.0 and len(judged["per_class"]) == 4
     assert record["temperatures"]["0.5_w2"]["guidance"] == 2.0
+    assert record["judge"]["epochs_requested"] == 30 and record["judge"]["max_minutes"] == 0.02
+    for judged in record["temperatures"].values():  # the model's own Bayes classifier judges them too
+        assert judged["own_classifier"]["n"] == 8 and "matched_fid" not in judged
+        assert (
+            len(judged["judge_seeds"]["overall"]) == 2
+            and len(judged["judge_seeds"]["per_class"]["koala"]) == 2
+        )
+    assert [j["seed"] for j in record["judges"]] == [0, 1]
     for name in ("T1", "T0.5", "T1_w2", "T0.5_w2"):
         assert (out / f"samples_{name}.png").is_file()
     assert str(tmp_path) not in (out / "sweep.json").read_text()  # no machine path in the record
+    section = (out / "levers.tex").read_text()  # the report's section, from the record
+    assert r"\label{tab:levers}" in section and "{sweep/samples_T0.5_w2.png}" in section
+    assert section.count(r" \\") == 5 and all(
+        name in section for name in ("burger", "panda", "koala", "pizza")
+    )
     assert main([*argv, "--temperatures", "0"]) == 2
     assert main([*argv, "--guidance", "-1"]) == 2
     assert main([*argv[:-4], "--data-dir", str(tmp_path / "nowhere")]) == 2

@@ -6,27 +6,29 @@ Levers for sample quality, measured rather than guessed: for each temperature an
 judged by the discriminative baseline CNN (`pcnn.evaluation.baseline`), which is trained on the training
 split only. Nothing here looks at the validation images, so choosing a
 setting from the sweep does not select on validation. Writes `sweep.json` (the judge's consistency with
-bootstrap intervals, per class, for each setting) and one grid of samples per setting to look at.
+bootstrap intervals, per class, for each setting), one grid of samples per setting to look at and
+`levers.tex`, the report's section on them (`pcnn.reporting.levers`): with `--out figures/sampling_levers`
+the committed report includes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from pcnn.datasets import CLASS_NAMES, DataError, resolve_data_dir
-from pcnn.evaluation.analysis import class_consistency
 from pcnn.evaluation.baseline import baseline_predict, train_baseline
+from pcnn.evaluation.sample_quality import judge_samples
+from pcnn.reporting.levers import levers_tex
 from pcnn.sampling.sample import sample_grid_figure
 from pcnn.training.checkpoint import CheckpointError, load_model
-from pcnn.workflow.experiments import draw_class_samples
 from pcnn.workflow.runrecord import machine_roots, portable
 
 
@@ -39,7 +41,10 @@ def sweep(
     guidances: Sequence[float] = (0.0,),
     per_class: int = 50,
     seed: int = 0,
-    judge_minutes: float = 5.0,
+    judge_epochs: int = 30,
+    judge_minutes: float = 30.0,
+    judge_seeds: Sequence[int] = (0,),
+    fid_dims: int = 0,
 ) -> dict:
     """Judge `per_class` samples per class at each (temperature, guidance); write and return the record.
 
@@ -49,46 +54,70 @@ def sweep(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint, device="cpu").eval()
-    judge, judge_report = train_baseline(
-        data_dir, max_minutes=judge_minutes, seed=seed, progress=False, image_size=model.config.image_size
-    )
+    judges, judge_reports = [], []
+    for judge_seed in judge_seeds:
+        judge, judge_report = train_baseline(
+            data_dir,
+            epochs=judge_epochs,
+            max_minutes=judge_minutes,
+            seed=judge_seed,
+            progress=False,
+            image_size=model.config.image_size,
+        )
+        judges.append(functools.partial(baseline_predict, judge))
+        judge_reports.append({k: v for k, v in judge_report.items() if k != "train_loss"})
     record: dict = {
         "checkpoint": portable(str(checkpoint), machine_roots(data_dir)),
         "per_class": per_class,
         "seed": seed,
-        "judge": {k: v for k, v in judge_report.items() if k != "train_loss"},
+        "judge": judge_reports[0],
+        "judges": judge_reports,
         "temperatures": {},
     }
     for temperature, guidance in itertools.product(temperatures, guidances):
         key = str(temperature) + (f"_w{guidance:g}" if guidance else "")
         name = f"T{temperature:g}" + (f"_w{guidance:g}" if guidance else "")
-        start = time.monotonic()
-        images, labels = draw_class_samples(
+        judged = judge_samples(
             model,
+            judges,
             per_class,
             seed=seed,
-            batch_size=4 * per_class,
             temperature=temperature,
             guidance=guidance,
+            batch_size=4 * per_class,
+            data_root=data_dir,
+            fid_dims=fid_dims,
             progress=True,
         )
-        consistency = class_consistency(lambda x: baseline_predict(judge, x), images, labels)
+        images, labels, consistency = judged.images, judged.labels, judged.record["judge"]
+        # the judge's numbers at the top level, as in records before the own classifier and FID joined them
         record["temperatures"][key] = {
             **consistency,
-            "temperature": temperature,
-            "guidance": guidance,
-            "sampling_s": time.monotonic() - start,
+            **{k: v for k, v in judged.record.items() if k != "judge"},
         }
         shown = torch.cat([torch.nonzero(labels == k).flatten()[:8] for k in range(len(CLASS_NAMES))])
         sample_grid_figure(images[shown], labels[shown], CLASS_NAMES, out / f"samples_{name}.png")
         print(
             f"{key}: judge consistency {consistency['overall']:.3f} "
             f"[{consistency['overall_ci95'][0]:.3f}, {consistency['overall_ci95'][1]:.3f}], per class "
-            + ", ".join(f"{k} {v:.2f}" for k, v in consistency["per_class"].items()),
+            + ", ".join(f"{k} {v:.2f}" for k, v in consistency["per_class"].items())
+            + _extras(judged.record),
             flush=True,
         )
         (out / "sweep.json").write_text(json.dumps(record, indent=2))  # kept after each setting
+        (out / "levers.tex").write_text(levers_tex(record, out.name))
     return record
+
+
+def _extras(record: dict) -> str:
+    """The own classifier's share and the matched FID of a setting, for the progress line."""
+    text = ""
+    if "own_classifier" in record:
+        text += f"; own classifier {record['own_classifier']['overall']:.3f}"
+    if "matched_fid" in record:
+        fid = record["matched_fid"]
+        text += f"; matched FID {fid['model']:.1f} (floor {fid['floor']:.1f})"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +135,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--per-class", type=int, default=50, help="samples per class and setting")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--judge-minutes", type=float, default=5.0, help="training budget of the judge CNN")
+    parser.add_argument(
+        "--judge-epochs", type=int, default=30, help="epochs of the judge CNN (notebook 04 trains 30)"
+    )
+    parser.add_argument(
+        "--judge-minutes",
+        type=float,
+        default=30.0,
+        help="wall-clock cap of the judge's training: a cap, not the budget, so the judge does not depend on"
+        " the machine's load (default 30)",
+    )
+    parser.add_argument(
+        "--judge-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one judge per seed (the first one's verdict leads; all are recorded) (default 0)",
+    )
+    parser.add_argument(
+        "--fid",
+        action="store_true",
+        help="also the matched-protocol FID/KID (Inception dims 2048) of each setting beside its floor",
+    )
     args = parser.parse_args(argv)
     if (
         args.per_class < 1
@@ -126,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             guidances=args.guidance,
             per_class=args.per_class,
             seed=args.seed,
+            judge_epochs=args.judge_epochs,
             judge_minutes=args.judge_minutes,
+            judge_seeds=args.judge_seeds,
+            fid_dims=2048 if args.fid else 0,
         )
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -58,7 +58,7 @@ def level_log_probs(mean: Tensor, log_scale: Tensor) -> Tensor:
     inv_scale = torch.exp(-log_scale).unsqueeze(-1)
     t = inv_scale * (edges - mean.unsqueeze(-1))  # (..., 255)
     log_below = F.logsigmoid(t)  # log CDF at each edge
-    log_above = F.logsigmoid(-t)  # log (1 - CDF) at each edge
+    log_above = log_below - t  # log (1 - CDF) = log sigmoid(-t) = log sigmoid(t) - t, one transcendental less
     log_width = torch.log(-torch.expm1(-2.0 * HALF_BIN * inv_scale))  # (..., 1)
     middle = log_below[..., 1:] + log_above[..., :-1] + log_width
     return torch.cat([log_below[..., :1], middle, log_above[..., -1:]], dim=-1)

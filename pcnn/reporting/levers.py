@@ -1,0 +1,114 @@
+"""The report's section on sampling levers, written from a temperature/guidance sweep's record.
+
+`python -m pcnn.temperature_sweep` writes `levers.tex` beside its `sweep.json` and grids; the report
+includes it when the committed figures hold one (`figures/sampling_levers/`), so its numbers come from the
+record and nothing is typed by hand. A build without that folder prints no such section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pcnn.reporting.report import tex_escape
+
+
+def _pct(value: float | None) -> str:
+    return "--" if value is None else f"{100 * value:.1f}"
+
+
+def _spread(values: list[float | None]) -> str:
+    """A share over judge seeds: the first judge's value, with the range over all judges when several."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "--"
+    if len(known) == 1:
+        return _pct(known[0])
+    return f"{_pct(known[0])} ({_pct(min(known))}--{_pct(max(known))})"
+
+
+def _row(key: str, setting: Mapping[str, Any], classes: list[str]) -> str:
+    seeds = setting.get("judge_seeds")
+    low, high = setting["overall_ci95"]
+    judges = f"{_pct(min(seeds['overall']))}--{_pct(max(seeds['overall']))}" if seeds else "--"
+    per_class = [
+        _spread(seeds["per_class"][name]) if seeds else _pct(setting["per_class"][name]) for name in classes
+    ]
+    own = setting.get("own_classifier")
+    fid = setting.get("matched_fid")
+    cells = [
+        f"{setting.get('temperature', float(key.split('_')[0])):g}",
+        f"{setting.get('guidance', 0.0):g}",
+        f"{_pct(setting['overall'])} [{_pct(low)}, {_pct(high)}]",
+        judges,
+        *per_class,
+        _pct(own["overall"]) if own else "--",
+        f"{fid['model']:.1f} ({fid['floor']:.1f})" if fid else "--",
+    ]
+    return "    " + " & ".join(cells) + r" \\"
+
+
+def levers_tex(record: Mapping[str, Any], folder: str) -> str:
+    """A LaTeX paragraph, table and figure of the sweep `record`, whose grids lie in `folder` (relative to
+    the figures folder)."""
+    settings = record["temperatures"]
+    first = next(iter(settings.values()))
+    classes = list(first["per_class"])
+    judges = record.get("judges", [record["judge"]])
+    judge_acc = ", ".join(f"{100 * j['accuracy']:.1f}" for j in judges)
+    guided = [k for k, s in settings.items() if s.get("guidance")]
+    shown = guided[-1] if guided else next(iter(settings))
+    grid = (
+        f"samples_T{settings[shown].get('temperature', 1.0):g}"
+        + (f"_w{settings[shown]['guidance']:g}" if settings[shown].get("guidance") else "")
+        + ".png"
+    )
+    header = " & ".join(
+        [
+            "$T$",
+            "$w$",
+            r"judged in class \%",
+            "all judges",
+            *[tex_escape(c) for c in classes],
+            r"own \%",
+            "FID (floor)",
+        ]
+    )
+    rows = "\n".join(_row(key, settings[key], classes) for key in settings)
+    checkpoint = tex_escape(record["checkpoint"])
+    temperature, guidance = settings[shown].get("temperature", 1.0), settings[shown].get("guidance", 0.0)
+    return rf"""\paragraph{{Sampling levers.}} Measured after the build on \texttt{{{checkpoint}}}
+with \texttt{{python -m pcnn.temperature\_sweep}} ({first["n"]} samples per setting, generator seed
+{record["seed"]}): the sampling temperature $T$ and the self-guidance weight $w$, with which the model's
+own Bayes classifier steers its sampler, drawing each sub-pixel from
+$q(v) \propto p(v \mid x_{{<i}}, c)^{{1+w}} / p(v \mid x_{{<i}})^{{w}}$, where the class-free
+$p(v \mid x_{{<i}})$ is the mixture of the class-conditionals under the running posterior ($w = 0$ is
+the model's own distribution; $w > 0$ is not). Table~\ref{{tab:levers}} gives the share of samples that
+baseline CNN judges trained with different seeds put in their class (their validation accuracies:
+{judge_acc}\pct), the share the model's own classifier puts there, and the matched-protocol FID;
+Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$.
+
+\begin{{table}}[htbp]
+  \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
+  \caption{{Sampling levers on the reference checkpoint. Judged in class: the first judge's share with
+  its bootstrap 95\pct{{}} interval, and the range over all judges; per class: the first judge's share
+  and, in parentheses, the range over all judges. Own: the model's Bayes classifier on its own samples.
+  FID: matched protocol, with the real-data floor.}}
+  \label{{tab:levers}}
+  \begin{{tabular}}{{{"r" * (6 + len(classes))}}}
+    \hline
+    {header} \\
+    \hline
+{rows}
+    \hline
+  \end{{tabular}}
+\end{{table}}
+
+\begin{{figure}}[htbp]
+  \centering
+  \includegraphics[width=0.8\linewidth,height=0.28\textheight,keepaspectratio]{{{folder}/{grid}}}
+  \caption{{Samples of the reference checkpoint at $T = {temperature:g}$, $w = {guidance:g}$, one row
+  per class.}}
+  \label{{fig:levers}}
+\end{{figure}}
+"""
