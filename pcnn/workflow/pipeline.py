@@ -27,9 +27,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pcnn.config import PROFILES, StageSizes, stage_sizes
+from pcnn.workflow.results import Record, as_json, validate_record
+
+R = TypeVar("R", bound=Record)
 
 REPO_MARKERS = ("pyproject.toml", "notebooks", "report")
 REFERENCE_CHECKPOINT = Path("checkpoints") / "reference.pt"
@@ -158,7 +161,12 @@ def reference_checkpoint() -> Path | None:
 
 
 def write_result(paths: Paths, name: str, data: Any) -> Path:
-    """Write one notebook's results as `results/<name>.json` (the single source of the report's numbers)."""
+    """Write one notebook's results as `results/<name>.json` (the single source of the report's numbers).
+
+    `data` is its record (`pcnn.workflow.results`) or the record's JSON; either is validated first, so a
+    notebook that leaves out a field the report needs fails here, not in notebook 05.
+    """
+    data = validate_record(name, as_json(data))
     path = paths.results / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
@@ -167,11 +175,17 @@ def write_result(paths: Paths, name: str, data: Any) -> Path:
 
 
 def read_result(paths: Paths, name: str) -> Any:
-    """One notebook's results; a clear error names the notebook to run first when they are missing."""
+    """One notebook's results, validated against its record; a clear error names the notebook to run
+    first when they are missing."""
     path = paths.results / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the notebook that writes '{name}' first")
-    return json.loads(path.read_text())
+    return validate_record(name, json.loads(path.read_text()))
+
+
+def read_record(paths: Paths, record: type[R]) -> R:
+    """One notebook's results as its record dataclass (`pcnn.workflow.results`), e.g. `TrainingRecord`."""
+    return record.from_dict(read_result(paths, record.NAME))
 
 
 def _json_default(value: Any) -> Any:
