@@ -266,3 +266,29 @@ def paired_effect(rows: Sequence[Mapping[str, Any]], base: str, other: str) -> d
         "accuracy_change": diff("val_accuracy"),
         "bpd_change": diff("val_bpd"),
     }
+
+
+# The notebook's paired comparisons: the same model, budget and seed, one change each.
+PAIRS = (
+    ("gated-bias", "gated-bias+polyak"),
+    ("gated-bias", "gated-bias+hybrid"),
+    ("gated-bias", "gated-bias+generative"),
+)
+
+
+def paired_effects(
+    rows: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]] = PAIRS
+) -> dict[str, dict[str, Any]]:
+    """`paired_effect` of every pair whose two rows were run, keyed by the changed row's name."""
+    effects = {other: paired_effect(rows, base, other) for base, other in pairs}
+    return {name: effect for name, effect in effects.items() if effect is not None}
+
+
+def describe_effect(effect: Mapping[str, Any]) -> str:
+    """One line for a paired effect: the accuracy change in points (when both rows classify), bits/dim."""
+    head = f"{effect['base']} -> {effect['other']}:"
+    bpd = f"bits/dim {effect['bpd_change']:+.4f}"
+    acc = effect["accuracy_change"]
+    return (
+        f"{head} validation accuracy {acc * 100:+.1f} points, {bpd}" if acc is not None else f"{head} {bpd}"
+    )
