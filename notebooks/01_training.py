@@ -68,10 +68,10 @@ from IPython.display import display
 
 from pcnn import load_model
 from pcnn.datasets import CPEN455Dataset
-from pcnn.evaluation.evaluate import write_outputs
+from pcnn.evaluation.evaluate import evaluate_model, write_outputs
 from pcnn.evaluation.partial import accuracy_vs_fraction
 from pcnn.reporting.report import render_figure
-from pcnn.workflow.experiments import count_parameters, evaluate_model
+from pcnn.workflow.experiments import count_parameters
 from pcnn.workflow.pipeline import notebook_context, write_result
 from pcnn.workflow.results import TrainingRecord
 from pcnn.workflow.stages import run_summary, train_or_load, tta_and_prior, write_submission

@@ -66,12 +66,12 @@ from IPython.display import display
 
 from pcnn import load_model
 from pcnn.datasets import CLASS_NAMES, CPEN455Dataset
+from pcnn.evaluation.evaluate import evaluate_model
 from pcnn.reporting import plots
 from pcnn.reporting.report import render_figure
 from pcnn.training.engine import train
 from pcnn.training.finetune import LR_FACTOR, finetune_config
 from pcnn.workflow.ablate import describe_budget
-from pcnn.workflow.experiments import evaluate_model
 from pcnn.workflow.pipeline import notebook_context, read_record, write_result
 from pcnn.workflow.results import FinetuneRecord, TrainingRecord
 from pcnn.workflow.runrecord import read_losses, read_metrics

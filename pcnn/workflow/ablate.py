@@ -97,24 +97,14 @@ def variant_config(
 def _evaluate(
     checkpoint: Path, root: Path, *, eval_subset: int, device: torch.device | str, progress: bool
 ) -> dict[str, Any]:
-    from pcnn.training.engine import evaluate
-    from pcnn.workflow.experiments import evaluate_model
+    from pcnn.evaluation.evaluate import evaluate_model
 
     model = load_model(checkpoint, device=device, weights="auto")
     dataset = CPEN455Dataset(root, "validation", image_size=model.config.image_size)
-    if not model.conditional:
-        bpd = evaluate(model, dataset, subset=eval_subset, device=device)["bits_per_dim"]
-        return {
-            "val_accuracy": None,
-            "val_accuracy_ci": None,
-            "val_f1": None,
-            "val_bpd": bpd,
-            "val_images": min(eval_subset or len(dataset), len(dataset)),
-        }
     _, summary = evaluate_model(model, dataset, subset=eval_subset, device=device, progress=progress)
     return {
         "val_accuracy": summary["accuracy"],
-        "val_accuracy_ci": summary["accuracy_ci95"],
+        "val_accuracy_ci": summary.get("accuracy_ci95"),  # none without a classifier
         "val_f1": summary["macro_f1"],
         "val_bpd": summary["bits_per_dim"],
         "val_images": summary["n"],
