@@ -61,6 +61,12 @@ def test_a_missing_field_fails_naming_the_field_and_the_notebook(tmp_path: Path)
         schema.validate_record("ablation", rows)
 
 
+def test_a_record_is_written_under_its_own_name(tmp_path: Path) -> None:
+    record = schema.DataRecord.from_dict(COMMITTED["data"])
+    with pytest.raises(ValueError, match="'data' record, not 'training'"):
+        write_result(_paths(tmp_path), "training", record)
+
+
 def test_a_wrong_type_fails() -> None:
     with pytest.raises(schema.ResultError, match="'speed' should be list"):
         schema.validate_record("sampling", {**COMMITTED["sampling"], "speed": {"batch": 1}})

@@ -166,6 +166,8 @@ def write_result(paths: Paths, name: str, data: Any) -> Path:
     `data` is its record (`pcnn.workflow.results`) or the record's JSON; either is validated first, so a
     notebook that leaves out a field the report needs fails here, not in notebook 05.
     """
+    if isinstance(data, Record) and data.NAME != name:
+        raise ValueError(f"a {type(data).__name__} is the '{data.NAME}' record, not '{name}'")
     data = validate_record(name, as_json(data))
     path = paths.results / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
