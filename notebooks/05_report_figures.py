@@ -63,14 +63,11 @@ profile, data_dir, run_dir, figures_dir = setup_runtime(
 )
 
 # %%
-import json
-import shutil
-
 from IPython.display import Markdown, display
 
 from pcnn.reporting import report
-from pcnn.workflow.pipeline import notebook_context, repo_root
-from pcnn.workflow.runrecord import portable
+from pcnn.workflow.pipeline import notebook_context
+from pcnn.workflow.stages import check_report_inputs, copy_submission, merged_results, report_figures
 
 ctx = notebook_context(
     profile,
@@ -81,40 +78,21 @@ ctx = notebook_context(
     device=device,
     sizes=sizes,
 )
-meta = {**ctx.meta, "sizes": ctx.sizes.to_dict()}
-results = portable(report.merge_results(ctx.paths.results, meta), ctx.record_roots)
-missing = [name for name in report.RESULT_NAMES if results[name] is None]
-if missing:
-    raise FileNotFoundError(f"results missing for {missing}: run notebooks 00-04 first ({ctx.paths.results})")
-results_path = ctx.paths.figures / "results.json"
-results_path.write_text(json.dumps(results, indent=2) + "\n")
+results, results_path = merged_results(ctx)
 
 # %% [markdown]
 # ## Figures
 
 # %%
-written = [results_path]
-for stem in report.REPORT_FIGURES:
-    fig, paths = report.render_figure(stem, results, ctx.paths.results, ctx.paths.figures)
-    written += paths
-    display(Markdown(f"**{stem}**"), fig)
-for stem in report.OPTIONAL_FIGURES:
-    target = ctx.paths.figures / f"{stem}.pdf"
-    try:
-        fig, paths = report.render_figure(stem, results, ctx.paths.results, ctx.paths.figures)
-    except FileNotFoundError:
-        for old in (target, target.with_suffix(".png")):
-            old.unlink(missing_ok=True)  # a stale copy from an earlier build must not reach the report
-        print(f"{stem}: not available in this build")
-        continue
-    written += paths
+drawn, figure_paths = report_figures(ctx, results)
+for stem, fig in drawn:
     display(Markdown(f"**{stem}**"), fig)
 
 # %% [markdown]
 # ## Tables and macros
 
 # %%
-written += report.write_tables(results, ctx.paths.figures)
+tables = report.write_tables(results, ctx.paths.figures)
 print((ctx.paths.figures / "macros.tex").read_text())
 print((ctx.paths.figures / "table_ablation.tex").read_text())
 
@@ -124,27 +102,17 @@ print((ctx.paths.figures / "table_ablation.tex").read_text())
 # figures (`submission.csv`), so that publishing the build commits it with them.
 
 # %%
-submission = ctx.paths.results / "test" / "submission.csv"
-copy = ctx.paths.figures / "submission.csv"
-if results["training"].get("submission") and submission.is_file():
-    shutil.copy2(submission, copy)
-    written.append(copy)
-    print("submission:", copy)
-else:
-    copy.unlink(missing_ok=True)  # a stale copy from an earlier build must not pass for this one's
-    print("no submission in this build (the profile scores a validation subset only)")
+submission = copy_submission(ctx, results)
+print(
+    f"submission: {submission}" if submission else "no submission in this build (no whole test split scored)"
+)
 
 # %% [markdown]
 # ## Check: every file the report includes was written by this build
 
 # %%
-root = repo_root()
-if root is not None:
-    names = {path.name for path in written}
-    included = report.included_files(root / "report")
-    absent = [name for name in included if not ({name, f"{name}.pdf", f"{name}.tex"} & names)]
-    if absent:
-        raise RuntimeError(f"the report includes files this build did not write: {absent}")
-    print(f"all {len(included)} included files written")
-manifest = report.write_manifest(ctx.paths.figures, written, meta)
+written = [results_path, *figure_paths, *tables, *([submission] if submission else [])]
+included = check_report_inputs(written)
+print(f"all {included} included files written" if included is not None else "outside a checkout: not checked")
+manifest = report.write_manifest(ctx.paths.figures, written, results["meta"])
 print("manifest:", manifest)

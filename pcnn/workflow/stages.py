@@ -2,7 +2,8 @@
 prose, one call, and a display (docs/design.md#notebooks).
 
 Measurements shared with the ablation runner live in `pcnn.workflow.experiments`; what is here serves one
-notebook each: the data exploration (00), the main run (01) and the fine-tuning (02).
+notebook each: the data exploration (00), the main run (01), the fine-tuning (02) and the report's
+figures folder (05).
 """
 
 from __future__ import annotations
@@ -249,3 +250,81 @@ def mean_per_class_change(base: Mapping[str, Any], tuned: Mapping[str, Any]) -> 
         for k in CLASS_NAMES
     ]
     return float(np.nanmean(changes))
+
+
+# ------------------------------------------------------------------------------------------- 05 report
+
+
+def merged_results(ctx: NotebookContext) -> tuple[dict[str, Any], Path]:
+    """Merge notebooks 00-04's records (validated) with the run's `meta` and write `results.json` into
+    the figures folder, with machine paths named portably; fails when a record is missing."""
+    import json
+
+    from pcnn.reporting.report import RESULT_NAMES, merge_results
+    from pcnn.workflow.runrecord import portable
+
+    meta = {**ctx.meta, "sizes": ctx.sizes.to_dict()}
+    results = portable(merge_results(ctx.paths.results, meta), ctx.record_roots)
+    missing = [name for name in RESULT_NAMES if results[name] is None]
+    if missing:
+        raise FileNotFoundError(
+            f"results missing for {missing}: run notebooks 00-04 first ({ctx.paths.results})"
+        )
+    path = ctx.paths.figures / "results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return results, path
+
+
+def report_figures(
+    ctx: NotebookContext, results: Mapping[str, Any]
+) -> tuple[list[tuple[str, Any]], list[Path]]:
+    """Draw every figure of the report, then each optional one this build has the images for (removing a
+    stale copy of one it has not); returns the (stem, figure) pairs drawn and the files written."""
+    from pcnn.reporting.report import OPTIONAL_FIGURES, REPORT_FIGURES, render_figure
+
+    drawn, written = [], []
+    for stem in REPORT_FIGURES + OPTIONAL_FIGURES:
+        try:
+            fig, paths = render_figure(stem, results, ctx.paths.results, ctx.paths.figures)
+        except FileNotFoundError:
+            if stem in REPORT_FIGURES:
+                raise
+            target = ctx.paths.figures / f"{stem}.pdf"
+            for old in (target, target.with_suffix(".png")):
+                old.unlink(missing_ok=True)  # a stale copy from an earlier build must not reach the report
+            print(f"{stem}: not available in this build")
+            continue
+        drawn.append((stem, fig))
+        written += paths
+    return drawn, written
+
+
+def copy_submission(ctx: NotebookContext, results: Mapping[str, Any]) -> Path | None:
+    """Copy notebook 01's test submission beside the figures (publishing commits it with them), or remove
+    a stale copy when this build wrote none; the copy's path, or None."""
+    import shutil
+
+    submission = ctx.paths.results / "test" / "submission.csv"
+    copy = ctx.paths.figures / "submission.csv"
+    if results["training"].get("submission") and submission.is_file():
+        shutil.copy2(submission, copy)
+        return copy
+    copy.unlink(missing_ok=True)  # a stale copy from an earlier build must not pass for this one's
+    return None
+
+
+def check_report_inputs(written: Sequence[Path]) -> int | None:
+    """In a checkout, fail when the report includes a file this build did not write; the number of
+    included files, or None outside a checkout."""
+    from pcnn.reporting.report import included_files
+    from pcnn.workflow.pipeline import repo_root
+
+    root = repo_root()
+    if root is None:
+        return None
+    names = {path.name for path in written}
+    included = included_files(root / "report")
+    absent = [name for name in included if not ({name, f"{name}.pdf", f"{name}.tex"} & names)]
+    if absent:
+        raise RuntimeError(f"the report includes files this build did not write: {absent}")
+    return len(included)
