@@ -172,4 +172,4 @@ training["submission"] = write_submission(ctx, model)
 print(f"wrote {training['submission']}" if training["submission"] else "skipped: no whole test split scored")
 
 # %%
-write_result(ctx.paths, "training", TrainingRecord(**training))
+write_result(ctx.paths, "training", TrainingRecord.from_dict(training))

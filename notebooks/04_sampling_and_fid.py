@@ -393,4 +393,4 @@ sampling["sizes"] = {
     "completion_images": len(chosen),
     "training_grid_epochs": grid_epochs,
 }
-write_result(ctx.paths, "sampling", SamplingRecord(**sampling))
+write_result(ctx.paths, "sampling", SamplingRecord.from_dict(sampling))
