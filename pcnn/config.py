@@ -1,12 +1,14 @@
 """Configuration dataclasses and the named profiles (docs/design.md#profiles).
 
-Every profile sets every field, so a run folder's `config.json` alone reproduces a run.
+Every profile sets every field, so a run folder's `config.json` alone reproduces a run. A profile is one
+entry of `PROFILES`: its run configuration and the stage sizes its notebooks compute with (`stage_sizes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,33 +273,182 @@ def _long() -> RunConfig:
     )
 
 
-PROFILES = {"smoke": _smoke, "cpu": _cpu, "long": _long, "seed": _seed}
+@dataclass
+class StageSizes:
+    """How much each notebook computes; one set per profile (`stage_sizes`). 0 means all images."""
+
+    train_overrides: list[str] = field(default_factory=list)  # `section.field=value` on the profile
+    eval_subset: int = 0  # validation images for the headline evaluation
+    prefix_images: int = 0  # validation images for accuracy vs fraction seen
+    prefix_points: int = 33
+    data_examples_per_class: int = 8
+    grid_per_class: int = 8  # samples per class shown (taken from the first FID seed when possible)
+    course_per_class: int = 25  # course protocol: samples per class per seed
+    fid_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    course_floor_seeds: int = 5
+    matched_per_class: int = 250  # matched protocol: samples and real images per class
+    sample_batch: int = 0  # images per sampling batch (0: all at once)
+    speed_batches: list[int] = field(default_factory=lambda: [1, 16])
+    naive_speed: str = "full"  # full | estimate (one forward pass x pixels)
+    finetune_budget: dict[str, float] = field(default_factory=lambda: {"epochs": 20})
+    finetune_holdout: float = 0.1
+    ablation_budget: dict[str, float] = field(default_factory=lambda: {"max_minutes": 10.0})
+    # `section.field=value` on the profile for the ablation's runs: nine variants of the full model would
+    # cost nine main runs, so a large profile compares them on a smaller model
+    ablation_overrides: list[str] = field(default_factory=list)
+    ablation_variants: list[str] | None = None  # None: every variant
+    ablation_eval_subset: int = 0
+    ablation_fid_per_class: int = 25
+    ablation_fid_seeds: list[int] = field(default_factory=lambda: [0])
+    ablation_polyak_decay: float = 0.999
+    reference_per_class: int = 8  # samples per class of checkpoints/reference.pt, when it exists
+    stats_images: int = 0  # training images for the pixel statistics of 00 (0: all)
+    tta_prior: bool = True  # 01 measures flip averaging and the training-frequency prior
+    baseline_epochs: int = 30  # the discriminative CNN baseline of 04 (issue: context, not a competitor)
+    baseline_minutes: float = 10.0  # its wall-clock cap
+    baseline_train_images: int = 0  # 0: the whole training split
+    nn_per_class: int = 2  # samples per class shown beside their nearest training images
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _smoke_stages() -> dict[str, Any]:
+    """Small counts for every stage, so that `make demo` takes minutes on two cores."""
+    return dict(
+        eval_subset=64,
+        prefix_images=32,
+        prefix_points=33,
+        data_examples_per_class=6,
+        grid_per_class=4,
+        course_per_class=4,
+        fid_seeds=[0, 1],
+        course_floor_seeds=2,
+        matched_per_class=4,
+        speed_batches=[1, 8],
+        naive_speed="estimate",
+        finetune_budget={"max_steps": 30},
+        ablation_budget={"max_steps": 24},
+        ablation_eval_subset=32,
+        ablation_fid_per_class=0,
+        ablation_fid_seeds=[],
+        ablation_polyak_decay=0.9,
+        reference_per_class=4,
+        stats_images=400,
+        baseline_epochs=2,
+        baseline_minutes=1.0,
+        baseline_train_images=512,
+        nn_per_class=1,
+    )
+
+
+def _cpu_stages() -> dict[str, Any]:
+    """The `cpu` and `long` profiles train the same model; their pipelines measure it alike."""
+    return dict(
+        eval_subset=0,
+        prefix_images=0,
+        grid_per_class=8,
+        course_per_class=25,
+        fid_seeds=[0, 1, 2],
+        course_floor_seeds=5,
+        matched_per_class=250,
+        sample_batch=125,
+        speed_batches=[1, 16],
+        naive_speed="full",
+        finetune_budget={"max_minutes": 5.0},
+        ablation_budget={"max_steps": 150},
+        ablation_eval_subset=0,
+        ablation_fid_per_class=25,
+        ablation_fid_seeds=[0],
+        ablation_polyak_decay=0.999,
+        baseline_minutes=5.0,
+    )
+
+
+def _seed_stages() -> dict[str, Any]:
+    return dict(
+        eval_subset=0,
+        prefix_images=0,
+        grid_per_class=8,
+        course_per_class=25,
+        fid_seeds=[0, 1, 2, 3, 4],
+        course_floor_seeds=5,
+        matched_per_class=250,
+        sample_batch=250,
+        speed_batches=[1, 32, 256],
+        naive_speed="full",
+        finetune_budget={"epochs": 20},
+        # The original report's reduced model (nf 40, mix 10; about (40/128)^2 of the convolution work per
+        # step) for 30 epochs per variant, not nine nf-128 runs of 200 epochs (2.2x the main run's steps).
+        ablation_budget={"epochs": 30},
+        ablation_overrides=["model.nr_filters=40", "model.nr_logistic_mix=10"],
+        ablation_eval_subset=0,
+        ablation_fid_per_class=25,
+        ablation_fid_seeds=[0, 1, 2],
+        ablation_polyak_decay=0.999,  # about the last 1000 of ~3900 steps
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One named profile: its run configuration and its notebooks' stage sizes (`StageSizes` fields that
+    differ from the defaults), defined side by side so that the two cannot name different profiles."""
+
+    run: Callable[[], RunConfig]
+    stages: Callable[[], dict[str, Any]]
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(_smoke, _smoke_stages),
+    "cpu": Profile(_cpu, _cpu_stages),
+    "long": Profile(_long, _cpu_stages),
+    "seed": Profile(_seed, _seed_stages),
+}
+
+
+def _known(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
 
 
 def profile(name: str) -> RunConfig:
     """The resolved configuration of a named profile (`smoke`, `cpu`, `long` or `seed`)."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]()
+    return _known(name).run()
+
+
+def stage_sizes(name: str, overrides: dict[str, Any] | None = None) -> StageSizes:
+    """The stage sizes of a profile, with `overrides` (a dict of StageSizes fields) applied."""
+    values = {**_known(name).stages(), **(overrides or {})}
+    names = {f.name for f in dataclasses.fields(StageSizes)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown stage size(s) {sorted(unknown)}; known: {', '.join(sorted(names))}")
+    return StageSizes(**values)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def profiles_markdown() -> str:
-    """The table of every field on which the profiles differ (docs/design.md#profiles), generated so it
-    cannot drift."""
+    """The table of every field on which the profiles differ, run configuration and stage sizes
+    (docs/design.md#profiles), generated so it cannot drift."""
     configs = [profile(name) for name in PROFILES]
+    sections = {
+        "model": [c.model for c in configs],
+        "train": [c.train for c in configs],
+        "stages": [stage_sizes(name) for name in PROFILES],
+    }
     lines = [
         "| field | " + " | ".join(f"`{name}`" for name in PROFILES) + " |",
         "|---" * (len(PROFILES) + 1) + "|",
     ]
-    for section in ("model", "train"):
-        for f in dataclasses.fields(getattr(configs[0], section)):
-            values = [getattr(getattr(c, section), f.name) for c in configs]
+    for section, objects in sections.items():
+        for f in dataclasses.fields(objects[0]):
+            values = [getattr(obj, f.name) for obj in objects]
             if len({repr(v) for v in values}) > 1:
-                lines.append(
-                    f"| {section}.{f.name} | "
-                    + " | ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-                    + " |"
-                )
+                lines.append(f"| {section}.{f.name} | " + " | ".join(_cell(v) for v in values) + " |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ a fresh environment against a local clone, where notebook 02 finds 01's results 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -179,6 +180,13 @@ def fresh_runtime(root: Path) -> Path:
     return python
 
 
+# A valid training record (the committed one) naming a checkpoint that notebook 02 only prints.
+TRAINING_RECORD = {
+    **json.loads((REPO / "figures" / "results.json").read_text())["training"],
+    "checkpoint": "written-by-01",
+}
+
+
 def notebook_script(name: str, repo_url: str, parameters: dict[str, str], then: str) -> str:
     """The parameters cell, the injected parameters (as papermill writes them), the setup cell with the
     repository URL set, and the notebook's first code cell, followed by `then`."""
@@ -225,7 +233,7 @@ def test_setup_cell_clones_installs_and_carries_results_between_runtimes(tmp_pat
             "01_training",
             url,
             {"data_dir": colab.SYNTHETIC, "build_root": str(drive)},
-            'write_result(ctx.paths, "training", {"checkpoint": "written-by-01"})\nprint(ctx.data_root)',
+            f'write_result(ctx.paths, "training", {TRAINING_RECORD!r})\nprint(ctx.data_root)',
         ),
     )
     print(output)  # the setup cell's output, for the record

@@ -162,9 +162,7 @@ def test_colab_runs_with_dash_m(tmp_path: Path) -> None:
     notebook = tmp_path / "notebooks" / "00_data_exploration.py"
     shutil.copy(REPO / "notebooks" / notebook.name, notebook)
     fresh = notebook.read_text()
-    notebook.write_text(
-        fresh.replace("from pcnn.colab import setup_runtime", "from pcnn.colab import  setup_runtime")
-    )
+    notebook.write_text(fresh.replace("import setup_runtime", "import  setup_runtime"))
     result = _python("", "-m", "pcnn.colab", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert notebook.read_text() == fresh

@@ -39,6 +39,6 @@ def test_setup_cell_is_the_generated_one(source: Path) -> None:
     cells = [c for c in jupytext.read(source).cells if SETUP_TAG in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"{source.name}: expected one cell tagged '{SETUP_TAG}'"
     assert cells[0].source == SETUP_CELL, (
-        f"{source.name}: the setup cell differs from pcnn/workflow/colab.py: run `python -m pcnn.colab` "
-        "and `make notebooks`"
+        f"{source.name}: the setup cell differs from pcnn/workflow/colab.py: "
+        "run `python -m pcnn.workflow.colab` and `make notebooks`"
     )

@@ -48,6 +48,19 @@ def test_stage_sizes_reject_unknown_names() -> None:
         stage_sizes("smoke", {"no_such_size": 1})
 
 
+def test_every_profile_carries_its_stage_sizes_in_the_config() -> None:
+    from pcnn import config
+    from pcnn.workflow import pipeline
+
+    assert pipeline.StageSizes is config.StageSizes and pipeline.stage_sizes is config.stage_sizes
+    for name in config.PROFILES:
+        assert isinstance(config.stage_sizes(name), config.StageSizes)
+    assert config.stage_sizes("long") == config.stage_sizes("cpu"), "long measures its model as cpu does"
+    assert config.stage_sizes("smoke", {"eval_subset": 8}).eval_subset == 8
+    with pytest.raises(ValueError, match="unknown profile"):
+        config.stage_sizes("no_such_profile")
+
+
 def test_seed_ablation_runs_the_reduced_model_on_an_epoch_budget() -> None:
     from pcnn.config import profile
     from pcnn.workflow.ablate import variant_config

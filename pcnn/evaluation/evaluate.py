@@ -1,4 +1,9 @@
-"""Classify a whole split with the Bayes rule and write what users keep (docs/design.md#what-users-keep)."""
+"""Classify a whole split with the Bayes rule and write what users keep (docs/design.md#what-users-keep).
+
+`evaluate_model` is the one evaluation entry point: the training's metrics lines
+(`pcnn.training.review.evaluate_split`), the notebooks (`pcnn.workflow.experiments`) and the ablation all
+call it; `score_split` is the scoring it runs on (also used alone for unlabelled or flipped images).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,10 +20,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from pcnn.core.classify import class_log_likelihoods, posterior
-from pcnn.core.likelihood import bits_per_dim
+from pcnn.core.likelihood import bits_per_dim, bits_per_dim_scale, dmol_nll
 from pcnn.core.model import PixelCNNPP
 from pcnn.datasets import CLASS_NAMES, CPEN455Dataset, evenly_spaced_indices
-from pcnn.evaluation.metrics import classification_report
+from pcnn.evaluation.metrics import classification_report, reliability
 
 
 @dataclass
@@ -94,6 +100,70 @@ def score_split(
         prior=prior,
         paths=[paths[i] for i in indices] if paths is not None else None,
     )
+
+
+def summarize_scores(scores: SplitScores, n_bins: int = 10) -> dict[str, Any]:
+    """Headline metrics of a labelled split plus per-class accuracy and bits/dim and the reliability bins."""
+    metrics = scores.metrics()
+    labels, predictions = scores.labels, scores.predictions
+    k = scores.log_likelihoods.shape[1]
+    names = [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(k)]
+    nll = -scores.log_likelihoods[np.arange(len(labels)), labels]
+    scale = bits_per_dim_scale(scores.image_size)
+    per_class_acc, per_class_bpd = {}, {}
+    for c, name in enumerate(names):
+        members = labels == c
+        per_class_acc[name] = float((predictions[members] == c).mean()) if members.any() else None
+        per_class_bpd[name] = float(nll[members].mean() * scale) if members.any() else None
+    _, bins = reliability(labels, np.exp(scores.log_posterior), n_bins)
+    return {
+        **metrics,
+        "per_class_accuracy": per_class_acc,
+        "per_class_bits_per_dim": per_class_bpd,
+        "reliability": {
+            key: [None if not np.isfinite(v) else float(v) for v in value] for key, value in bins.items()
+        },
+    }
+
+
+@torch.no_grad()
+def _unconditional_bits_per_dim(
+    model: PixelCNNPP, dataset: Any, indices: list[int], batch_size: int, device: torch.device | str
+) -> float:
+    """Mean bits/dim of the images without a label: the unconditional model has no classifier."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(indices), batch_size):
+        x = torch.stack([dataset[i][0] for i in indices[start : start + batch_size]]).to(device)
+        total += float(dmol_nll(x, model(x, None)).double().sum())
+        count += x.shape[0]
+    model.train(was_training)
+    return total / max(count, 1) * bits_per_dim_scale(model.config.image_size)
+
+
+def evaluate_model(
+    model: PixelCNNPP,
+    dataset: CPEN455Dataset,
+    *,
+    subset: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[SplitScores | None, dict[str, Any]]:
+    """Evaluate a model on a labelled split: the Bayes rule's scores and their summary (`summarize_scores`).
+
+    The unconditional model (`conditioning="none"`) has no classifier: no scores (None), and a summary of
+    its bits/dim with accuracy and macro F1 None. `model` is a PixelCNNPP or a FastForward around one.
+    """
+    if model.config.conditioning != "none":
+        scores = score_split(
+            model, dataset, batch_size=batch_size, subset=subset, device=device, progress=progress
+        )
+        return scores, summarize_scores(scores)
+    indices = evenly_spaced_indices(len(dataset), subset)
+    bpd = _unconditional_bits_per_dim(model, dataset, indices, batch_size, device)
+    return None, {"n": len(indices), "bits_per_dim": bpd, "accuracy": None, "macro_f1": None}
 
 
 def write_submission(scores: SplitScores, path: str | Path, fid: float | None = None) -> Path:

@@ -30,10 +30,11 @@ import numpy as np
 from pcnn.datasets import CLASS_NAMES
 from pcnn.evaluation.metrics import wilson_interval
 from pcnn.workflow.pipeline import REPORT_FIGURES as REPORT_FIGURES  # notebook 05 renders them from here
+from pcnn.workflow.results import RECORDS, validate_record
 
 NOT_MEASURED_FID = "not measured (no Inception weights)"
 NA = "n/a"
-RESULT_NAMES = ("data", "training", "finetune", "ablation", "sampling")
+RESULT_NAMES = tuple(RECORDS)  # data, training, finetune, ablation, sampling
 # Figures the report shows in a "not in this build" box where the figures folder predates them: the
 # committed reference build still compiles (`make paper`); a new build writes them all.
 LATER_FIGURES = (
@@ -101,12 +102,16 @@ class ReportError(RuntimeError):
 
 
 def merge_results(results_dir: str | Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """All notebooks' results (`results/<name>.json`) in one dict, plus `meta` (profile, data source)."""
+    """All notebooks' results (`results/<name>.json`) in one dict, plus `meta` (profile, data source).
+
+    Each record is checked against its schema (`pcnn.workflow.results`): one that lacks a field the report
+    needs fails here, naming the notebook to run again; a missing file leaves its record None.
+    """
     folder = Path(results_dir)
     merged: dict[str, Any] = {"meta": dict(meta or {})}
     for name in RESULT_NAMES:
         path = folder / f"{name}.json"
-        merged[name] = json.loads(path.read_text()) if path.is_file() else None
+        merged[name] = validate_record(name, json.loads(path.read_text())) if path.is_file() else None
     return merged
 
 

@@ -97,24 +97,14 @@ def variant_config(
 def _evaluate(
     checkpoint: Path, root: Path, *, eval_subset: int, device: torch.device | str, progress: bool
 ) -> dict[str, Any]:
-    from pcnn.training.engine import evaluate
-    from pcnn.workflow.experiments import evaluate_model
+    from pcnn.evaluation.evaluate import evaluate_model
 
     model = load_model(checkpoint, device=device, weights="auto")
     dataset = CPEN455Dataset(root, "validation", image_size=model.config.image_size)
-    if not model.conditional:
-        bpd = evaluate(model, dataset, subset=eval_subset, device=device)["bits_per_dim"]
-        return {
-            "val_accuracy": None,
-            "val_accuracy_ci": None,
-            "val_f1": None,
-            "val_bpd": bpd,
-            "val_images": min(eval_subset or len(dataset), len(dataset)),
-        }
     _, summary = evaluate_model(model, dataset, subset=eval_subset, device=device, progress=progress)
     return {
         "val_accuracy": summary["accuracy"],
-        "val_accuracy_ci": summary["accuracy_ci95"],
+        "val_accuracy_ci": summary.get("accuracy_ci95"),  # none without a classifier
         "val_f1": summary["macro_f1"],
         "val_bpd": summary["bits_per_dim"],
         "val_images": summary["n"],
@@ -266,3 +256,29 @@ def paired_effect(rows: Sequence[Mapping[str, Any]], base: str, other: str) -> d
         "accuracy_change": diff("val_accuracy"),
         "bpd_change": diff("val_bpd"),
     }
+
+
+# The notebook's paired comparisons: the same model, budget and seed, one change each.
+PAIRS = (
+    ("gated-bias", "gated-bias+polyak"),
+    ("gated-bias", "gated-bias+hybrid"),
+    ("gated-bias", "gated-bias+generative"),
+)
+
+
+def paired_effects(
+    rows: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]] = PAIRS
+) -> dict[str, dict[str, Any]]:
+    """`paired_effect` of every pair whose two rows were run, keyed by the changed row's name."""
+    effects = {other: paired_effect(rows, base, other) for base, other in pairs}
+    return {name: effect for name, effect in effects.items() if effect is not None}
+
+
+def describe_effect(effect: Mapping[str, Any]) -> str:
+    """One line for a paired effect: the accuracy change in points (when both rows classify), bits/dim."""
+    head = f"{effect['base']} -> {effect['other']}:"
+    bpd = f"bits/dim {effect['bpd_change']:+.4f}"
+    acc = effect["accuracy_change"]
+    return (
+        f"{head} validation accuracy {acc * 100:+.1f} points, {bpd}" if acc is not None else f"{head} {bpd}"
+    )

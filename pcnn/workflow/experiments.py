@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pcnn.core.likelihood import bits_per_dim_scale
 from pcnn.core.model import PixelCNNPP
-from pcnn.datasets import CLASS_NAMES, SYNTHETIC_MARKER, CPEN455Dataset
-from pcnn.evaluation.evaluate import SplitScores, score_split
+from pcnn.datasets import SYNTHETIC_MARKER
+
+# The evaluation entry point and its summary, where the notebooks have imported them from
+from pcnn.evaluation.evaluate import evaluate_model as evaluate_model
+from pcnn.evaluation.evaluate import summarize_scores as summarize_scores
 from pcnn.evaluation.fid import (
     FidWeightsUnavailable,
     course_metrics,
@@ -27,7 +29,6 @@ from pcnn.evaluation.fid import (
     save_course_samples,
     summarize_over_seeds,
 )
-from pcnn.evaluation.metrics import reliability
 from pcnn.sampling.guided import guided_sample
 from pcnn.sampling.sample import sample
 
@@ -40,46 +41,6 @@ def is_synthetic(root: str | Path) -> bool:
 def data_source(root: str | Path) -> str:
     """`synthetic` or `course`, as the report states where its numbers come from."""
     return "synthetic" if is_synthetic(root) else "course"
-
-
-def summarize_scores(scores: SplitScores, n_bins: int = 10) -> dict[str, Any]:
-    """Headline metrics of a labelled split plus per-class accuracy and bits/dim and the reliability bins."""
-    metrics = scores.metrics()
-    labels, predictions = scores.labels, scores.predictions
-    k = scores.log_likelihoods.shape[1]
-    names = [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(k)]
-    nll = -scores.log_likelihoods[np.arange(len(labels)), labels]
-    scale = bits_per_dim_scale(scores.image_size)
-    per_class_acc, per_class_bpd = {}, {}
-    for c, name in enumerate(names):
-        members = labels == c
-        per_class_acc[name] = float((predictions[members] == c).mean()) if members.any() else None
-        per_class_bpd[name] = float(nll[members].mean() * scale) if members.any() else None
-    _, bins = reliability(labels, np.exp(scores.log_posterior), n_bins)
-    return {
-        **metrics,
-        "per_class_accuracy": per_class_acc,
-        "per_class_bits_per_dim": per_class_bpd,
-        "reliability": {
-            key: [None if not np.isfinite(v) else float(v) for v in value] for key, value in bins.items()
-        },
-    }
-
-
-def evaluate_model(
-    model: PixelCNNPP,
-    dataset: CPEN455Dataset,
-    *,
-    subset: int = 0,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> tuple[SplitScores, dict[str, Any]]:
-    """Score a labelled split by Bayes' rule and summarise it (`summarize_scores`)."""
-    scores = score_split(
-        model, dataset, batch_size=batch_size, subset=subset, device=device, progress=progress
-    )
-    return scores, summarize_scores(scores)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

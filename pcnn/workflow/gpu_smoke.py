@@ -37,7 +37,7 @@ class SmokeError(RuntimeError):
 
 
 def smoke_sizes(minutes: float) -> dict[str, Any]:
-    """Stage sizes of the `seed` profile cut for a device session of minutes (`pipeline.StageSizes`).
+    """Stage sizes of the `seed` profile cut for a device session of minutes (`pcnn.config.StageSizes`).
 
     The training override is the same one the smoke trains with, so that notebook 01 finds the finished
     run. Evaluation stays on every validation image (seconds on a GPU); everything that samples or trains

@@ -13,21 +13,26 @@ The first failing cell stops the pipeline with the notebook and the cell named. 
 `figures/` (the reference run: the `cpu` profile on the course data) are written only by `--publish`.
 
 Every stage's size (evaluation images, samples, FID counts, ablation budget...) comes from `stage_sizes`,
-one set per profile (docs/design.md#profiles), with overrides for tests.
+one set per profile, defined beside the profile in `pcnn.config` (docs/design.md#profiles) and re-exported
+here, with overrides for tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pcnn.config import PROFILES, StageSizes, stage_sizes
+from pcnn.workflow.results import Record, as_json, validate_record
+
+R = TypeVar("R", bound=Record)
 
 REPO_MARKERS = ("pyproject.toml", "notebooks", "report")
 REFERENCE_CHECKPOINT = Path("checkpoints") / "reference.pt"
@@ -107,132 +112,6 @@ NOTEBOOKS: tuple[Notebook, ...] = (
 )
 
 
-@dataclass
-class StageSizes:
-    """How much each notebook computes; one set per profile (`stage_sizes`). 0 means all images."""
-
-    train_overrides: list[str] = field(default_factory=list)  # `section.field=value` on the profile
-    eval_subset: int = 0  # validation images for the headline evaluation
-    prefix_images: int = 0  # validation images for accuracy vs fraction seen
-    prefix_points: int = 33
-    data_examples_per_class: int = 8
-    grid_per_class: int = 8  # samples per class shown (taken from the first FID seed when possible)
-    course_per_class: int = 25  # course protocol: samples per class per seed
-    fid_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    course_floor_seeds: int = 5
-    matched_per_class: int = 250  # matched protocol: samples and real images per class
-    sample_batch: int = 0  # images per sampling batch (0: all at once)
-    speed_batches: list[int] = field(default_factory=lambda: [1, 16])
-    naive_speed: str = "full"  # full | estimate (one forward pass x pixels)
-    finetune_budget: dict[str, float] = field(default_factory=lambda: {"epochs": 20})
-    finetune_holdout: float = 0.1
-    ablation_budget: dict[str, float] = field(default_factory=lambda: {"max_minutes": 10.0})
-    # `section.field=value` on the profile for the ablation's runs: nine variants of the full model would
-    # cost nine main runs, so a large profile compares them on a smaller model
-    ablation_overrides: list[str] = field(default_factory=list)
-    ablation_variants: list[str] | None = None  # None: every variant
-    ablation_eval_subset: int = 0
-    ablation_fid_per_class: int = 25
-    ablation_fid_seeds: list[int] = field(default_factory=lambda: [0])
-    ablation_polyak_decay: float = 0.999
-    reference_per_class: int = 8  # samples per class of checkpoints/reference.pt, when it exists
-    stats_images: int = 0  # training images for the pixel statistics of 00 (0: all)
-    tta_prior: bool = True  # 01 measures flip averaging and the training-frequency prior
-    baseline_epochs: int = 30  # the discriminative CNN baseline of 04 (issue: context, not a competitor)
-    baseline_minutes: float = 10.0  # its wall-clock cap
-    baseline_train_images: int = 0  # 0: the whole training split
-    nn_per_class: int = 2  # samples per class shown beside their nearest training images
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# The `cpu` and `long` profiles train the same model; their pipelines measure it alike.
-_CPU_SIZES: dict[str, Any] = dict(
-    eval_subset=0,
-    prefix_images=0,
-    grid_per_class=8,
-    course_per_class=25,
-    fid_seeds=[0, 1, 2],
-    course_floor_seeds=5,
-    matched_per_class=250,
-    sample_batch=125,
-    speed_batches=[1, 16],
-    naive_speed="full",
-    finetune_budget={"max_minutes": 5.0},
-    ablation_budget={"max_steps": 150},
-    ablation_eval_subset=0,
-    ablation_fid_per_class=25,
-    ablation_fid_seeds=[0],
-    ablation_polyak_decay=0.999,
-    baseline_minutes=5.0,
-)
-
-_PROFILE_SIZES: dict[str, dict[str, Any]] = {
-    # docs/design.md#profiles: small counts for every stage, so `make demo` takes minutes on two cores.
-    "smoke": dict(
-        eval_subset=64,
-        prefix_images=32,
-        prefix_points=33,
-        data_examples_per_class=6,
-        grid_per_class=4,
-        course_per_class=4,
-        fid_seeds=[0, 1],
-        course_floor_seeds=2,
-        matched_per_class=4,
-        speed_batches=[1, 8],
-        naive_speed="estimate",
-        finetune_budget={"max_steps": 30},
-        ablation_budget={"max_steps": 24},
-        ablation_eval_subset=32,
-        ablation_fid_per_class=0,
-        ablation_fid_seeds=[],
-        ablation_polyak_decay=0.9,
-        reference_per_class=4,
-        stats_images=400,
-        baseline_epochs=2,
-        baseline_minutes=1.0,
-        baseline_train_images=512,
-        nn_per_class=1,
-    ),
-    "cpu": _CPU_SIZES,
-    "long": _CPU_SIZES,
-    "seed": dict(
-        eval_subset=0,
-        prefix_images=0,
-        grid_per_class=8,
-        course_per_class=25,
-        fid_seeds=[0, 1, 2, 3, 4],
-        course_floor_seeds=5,
-        matched_per_class=250,
-        sample_batch=250,
-        speed_batches=[1, 32, 256],
-        naive_speed="full",
-        finetune_budget={"epochs": 20},
-        # The original report's reduced model (nf 40, mix 10; about (40/128)^2 of the convolution work per
-        # step) for 30 epochs per variant, not nine nf-128 runs of 200 epochs (2.2x the main run's steps).
-        ablation_budget={"epochs": 30},
-        ablation_overrides=["model.nr_filters=40", "model.nr_logistic_mix=10"],
-        ablation_eval_subset=0,
-        ablation_fid_per_class=25,
-        ablation_fid_seeds=[0, 1, 2],
-        ablation_polyak_decay=0.999,  # about the last 1000 of ~3900 steps
-    ),
-}
-
-
-def stage_sizes(profile: str, overrides: dict[str, Any] | None = None) -> StageSizes:
-    """The stage sizes of a profile, with `overrides` (a dict of StageSizes fields) applied."""
-    if profile not in _PROFILE_SIZES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(_PROFILE_SIZES)}")
-    values = {**_PROFILE_SIZES[profile], **(overrides or {})}
-    names = {f.name for f in dataclasses.fields(StageSizes)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown stage size(s) {sorted(unknown)}; known: {', '.join(sorted(names))}")
-    return StageSizes(**values)
-
-
 # ------------------------------------------------------------------------------------------------ paths
 
 
@@ -282,7 +161,14 @@ def reference_checkpoint() -> Path | None:
 
 
 def write_result(paths: Paths, name: str, data: Any) -> Path:
-    """Write one notebook's results as `results/<name>.json` (the single source of the report's numbers)."""
+    """Write one notebook's results as `results/<name>.json` (the single source of the report's numbers).
+
+    `data` is its record (`pcnn.workflow.results`) or the record's JSON; either is validated first, so a
+    notebook that leaves out a field the report needs fails here, not in notebook 05.
+    """
+    if isinstance(data, Record) and data.NAME != name:
+        raise ValueError(f"a {type(data).__name__} is the '{data.NAME}' record, not '{name}'")
+    data = validate_record(name, as_json(data))
     path = paths.results / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
@@ -291,11 +177,17 @@ def write_result(paths: Paths, name: str, data: Any) -> Path:
 
 
 def read_result(paths: Paths, name: str) -> Any:
-    """One notebook's results; a clear error names the notebook to run first when they are missing."""
+    """One notebook's results, validated against its record; a clear error names the notebook to run
+    first when they are missing."""
     path = paths.results / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the notebook that writes '{name}' first")
-    return json.loads(path.read_text())
+    return validate_record(name, json.loads(path.read_text()))
+
+
+def read_record(paths: Paths, record: type[R]) -> R:
+    """One notebook's results as its record dataclass (`pcnn.workflow.results`), e.g. `TrainingRecord`."""
+    return record.from_dict(read_result(paths, record.NAME))
 
 
 def _json_default(value: Any) -> Any:
@@ -730,7 +622,7 @@ def add_pipeline_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--profile", default="smoke", choices=sorted(_PROFILE_SIZES), help="profile (default smoke)"
+        "--profile", default="smoke", choices=sorted(PROFILES), help="profile (default smoke)"
     )
     parser.add_argument("--data-dir", default=None, help="data root (default: $PCNN_DATA_DIR or synthetic)")
     parser.add_argument("--build-dir", default=None, help="build root (default: <checkout>/build)")
