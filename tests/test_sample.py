@@ -286,6 +286,10 @@ def test_sample_cli(tmp_path: Path) -> None:
     assert main([*argv, "--per-class", "1", "--grid", str(tmp_path / "g.png")]) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"Class{k}_image_01.jpg" for k in range(4)]
     assert (tmp_path / "g.png").is_file()
+    # self-guided samples, in the same layout; a negative weight is refused
+    assert main([*argv, "--per-class", "1", "--guidance", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"Class{k}_image_01.jpg" for k in range(4)]
+    assert main([*argv, "--guidance", "-1"]) == 2
 
 
 def test_sample_cli_refuses_what_the_course_would_score(
