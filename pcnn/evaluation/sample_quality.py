@@ -36,13 +36,22 @@ class JudgedSamples:
     record: dict[str, Any]
 
 
-def _own_predictions(model: PixelCNNPP, images: Tensor, batch_size: int) -> Tensor:
-    """The model's Bayes classification (uniform prior) of images, in batches on the model's device."""
+def _own_predictions(model: PixelCNNPP, images: Tensor, batch_size: int = 64) -> Tensor:
+    """The model's Bayes classification (uniform prior) of images, in batches on the model's device.
+
+    Without autograd: a graph kept per batch held 23 GB for 1000 images.
+    """
     device = model.out.bias.device
-    parts = [
-        class_log_likelihoods(model, images[i : i + batch_size].to(device)).argmax(dim=1).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            parts = [
+                class_log_likelihoods(model, images[i : i + batch_size].to(device)).argmax(dim=1).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+    finally:
+        model.train(was_training)
     return torch.cat(parts)
 
 
@@ -100,7 +109,7 @@ def judge_samples(
             },
         }
     if model.conditional:
-        own = _own_predictions(model, images, batch_size or len(images))
+        own = _own_predictions(model, images)
         record["own_classifier"] = class_consistency(lambda _: own, images, labels)
     if fid_dims and data_root is not None:
         matched = fid.matched_protocol(
