@@ -10,6 +10,7 @@ import pytest
 
 from pcnn.datasets import make_synthetic
 from pcnn.evaluation.temperature_sweep import main
+from pcnn.reporting.levers import main as levers_main
 from pcnn.training.checkpoint import model_state, save_checkpoint
 from tests.conftest import tiny_model
 
@@ -44,6 +45,10 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
     assert str(tmp_path) not in (out / "sweep.json").read_text()  # no machine path in the record
     section = (out / "levers.tex").read_text()  # the report's section, from the record
     assert r"\label{tab:levers}" in section and "{sweep/samples_T0.5_w2.png}" in section
+    assert "At $w = 2$ the first judge puts" in section  # the last guided row beside its unguided one
+    (out / "levers.tex").unlink()  # written again from the record alone
+    assert levers_main([str(out)]) == 0 and (out / "levers.tex").read_text() == section
+    assert levers_main([str(tmp_path)]) == 2
     assert section.count(r" \\") == 5 and all(
         name in section for name in ("burger", "panda", "koala", "pizza")
     )

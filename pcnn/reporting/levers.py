@@ -3,11 +3,16 @@
 `python -m pcnn.temperature_sweep` writes `levers.tex` beside its `sweep.json` and grids; the report
 includes it when the committed figures hold one (`figures/sampling_levers/`), so its numbers come from the
 record and nothing is typed by hand. A build without that folder prints no such section.
+`python -m pcnn.reporting.levers FOLDER` writes it again from the folder's `sweep.json`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pcnn.reporting.report import tex_escape
@@ -48,6 +53,23 @@ def _row(key: str, setting: Mapping[str, Any], classes: list[str]) -> str:
     return "    " + " & ".join(cells) + r" \\"
 
 
+def _comparison(settings: Mapping[str, Any], plain: str, guided: str) -> str:
+    """One sentence setting a guided row beside the unguided one at the same temperature."""
+    a, b = settings[plain], settings[guided]
+    parts = [
+        f"the first judge puts {_pct(b['overall'])}\\pct{{}} of the samples in their class "
+        f"({_pct(a['overall'])}\\pct{{}} without guidance)"
+    ]
+    if "own_classifier" in a and "own_classifier" in b:
+        parts.append(
+            f"the model's own classifier {_pct(b['own_classifier']['overall'])}\\pct{{}} "
+            f"({_pct(a['own_classifier']['overall'])}\\pct)"
+        )
+    if "matched_fid" in a and "matched_fid" in b:
+        parts.append(f"the matched FID is {b['matched_fid']['model']:.1f} ({a['matched_fid']['model']:.1f})")
+    return f"At $w = {b['guidance']:g}$ " + ", ".join(parts) + "."
+
+
 def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     """A LaTeX paragraph, table and figure of the sweep `record`, whose grids lie in `folder` (relative to
     the figures folder)."""
@@ -77,6 +99,8 @@ def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     rows = "\n".join(_row(key, settings[key], classes) for key in settings)
     checkpoint = tex_escape(record["checkpoint"])
     temperature, guidance = settings[shown].get("temperature", 1.0), settings[shown].get("guidance", 0.0)
+    plain = [k for k, v in settings.items() if not v.get("guidance") and v.get("temperature") == temperature]
+    comparison = _comparison(settings, plain[0], shown) if guided and plain else ""
     return rf"""\paragraph{{Sampling levers.}} Measured after the build on \texttt{{{checkpoint}}}
 with \texttt{{python -m pcnn.temperature\_sweep}} ({first["n"]} samples per setting, generator seed
 {record["seed"]}): the sampling temperature $T$ and the self-guidance weight $w$, with which the model's
@@ -86,7 +110,7 @@ $p(v \mid x_{{<i}})$ is the mixture of the class-conditionals under the running 
 the model's own distribution; $w > 0$ is not). Table~\ref{{tab:levers}} gives the share of samples that
 baseline CNN judges trained with different seeds put in their class (their validation accuracies:
 {judge_acc}\pct), the share the model's own classifier puts there, and the matched-protocol FID;
-Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$.
+Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
@@ -112,3 +136,27 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$.
   \label{{fig:levers}}
 \end{{figure}}
 """
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pcnn.reporting.levers",
+        description="Rewrite a sweep folder's levers.tex from its sweep.json.",
+    )
+    parser.add_argument("folder", help="a folder written by python -m pcnn.temperature_sweep --out")
+    folder = Path(parser.parse_args(argv).folder)
+    record_path = folder / "sweep.json"
+    if not record_path.is_file():
+        print(
+            f"error: {record_path} not found: run python -m pcnn.temperature_sweep --out {folder}",
+            file=sys.stderr,
+        )
+        return 2
+    out = folder / "levers.tex"
+    out.write_text(levers_tex(json.loads(record_path.read_text()), folder.resolve().name))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
