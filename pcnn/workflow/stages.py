@@ -3,7 +3,7 @@ prose, one call, and a display (docs/design.md#notebooks).
 
 Measurements shared with the ablation runner live in `pcnn.workflow.experiments`; what is here serves one
 notebook each: the data exploration (00), the main run (01), the fine-tuning (02) and the report's
-figures folder (05).
+figures folder (05). Notebook 04's many stages have their own module, `pcnn.workflow.sampling_stages`.
 """
 
 from __future__ import annotations

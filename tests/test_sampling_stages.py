@@ -1,0 +1,199 @@
+"""Notebook 04's stages (pcnn.workflow.sampling_stages) on a tiny model and a few synthetic images: the
+files they write carry the arrays the report reads, and the record they fill validates."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcnn.datasets import CLASS_NAMES, make_synthetic
+from pcnn.workflow import sampling_stages as stages
+from pcnn.workflow.experiments import draw_class_samples
+from pcnn.workflow.pipeline import NotebookContext, Paths, stage_sizes
+from pcnn.workflow.results import SamplingRecord
+from tests.conftest import tiny_model
+
+SIZES = {"grid_per_class": 2, "course_per_class": 2, "nn_per_class": 1, "reference_per_class": 1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    counts = {"train": 3, "validation": 2, "test": 1}
+    return make_synthetic(tmp_path_factory.mktemp("data"), counts=counts, image_size=8)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_model()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, data: Path) -> NotebookContext:
+    runs = tmp_path / "runs"
+    paths = Paths(build=tmp_path, runs=runs, results=runs / "results", figures=tmp_path / "figures").mkdirs()
+    return NotebookContext(
+        profile="smoke",
+        paths=paths,
+        sizes=stage_sizes("smoke", SIZES),
+        device="cpu",
+        data_root=data,
+        data_source="synthetic",
+        seed=3,
+        config=None,
+    )
+
+
+def _npz(ctx: NotebookContext, name: str) -> dict[str, np.ndarray]:
+    with np.load(ctx.paths.results / f"{name}.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_save_samples_keeps_the_first_of_each_class(tmp_path: Path) -> None:
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
+    images = torch.linspace(-1, 1, len(labels))[:, None, None, None].expand(-1, 3, 2, 2).contiguous()
+    assert stages.first_per_class(labels, 2).tolist() == [0, 1, 3, 4, 5, 6, 7]
+    path = stages.save_samples(tmp_path, "samples", stages.Drawn(images, labels), 2)
+    with np.load(path) as saved:
+        assert sorted(saved.files) == ["images", "labels"]
+        assert saved["labels"].tolist() == [0, 0, 1, 1, 2, 3, 3]
+        assert saved["images"].dtype == np.uint8 and saved["images"].shape == (7, 3, 2, 2)
+        assert saved["images"][0].max() == 0 and saved["images"][-1].min() == 255
+
+
+def test_fid_summaries_have_the_record_shape() -> None:
+    floor = {"fid": 5.0, "fid_std": 0.5, "fid_values": [4.5, 5.5], "fid_all_validation": 3.0}
+    summary = stages.floor_summary(floor)
+    assert summary["mean"] == 5.0 and summary["n"] == 2 and summary["n_samples"] is None
+
+    one = {"fid": 9.0, "kid_mean": 0.1, "kid_std": 0.01, "n_samples": 8, "dims": 2048, "n_reference": 8}
+    measured = {"model": one, "floor": {**one, "fid": 2.0}, "per_class": {0: {"fid": 1.0}, 3: {"fid": 2.0}}}
+    matched = stages.matched_summary(measured)
+    assert matched["model"]["mean"] == 9.0 and matched["floor"]["mean"] == 2.0
+    assert matched["model"]["std"] is None and matched["floor"]["n"] == 1
+    assert "dims" not in matched["floor"] and "n_reference" not in matched["model"]
+    assert list(matched["per_class"]) == [CLASS_NAMES[0], CLASS_NAMES[3]]
+    line = stages.MatchedFid(matched, stages.Drawn(torch.zeros(0), torch.zeros(0)), 8).line
+    assert "(8 vs 8, dims 2048): FID 9.00 (floor 2.00)" in line
+
+
+def test_without_inception_weights_nothing_is_measured(ctx: NotebookContext, model) -> None:
+    course = stages.course_fid(ctx, model, False, "not measured (no Inception weights): offline")
+    assert course.fid == {"available": False, "note": "not measured (no Inception weights): offline"}
+    assert course.first is None and course.line.startswith("FID not measured")
+    assert stages.matched_fid(ctx, model, False) is None
+
+
+def test_grid_reuses_the_course_draw_when_it_has_enough(ctx: NotebookContext, model) -> None:
+    fresh = stages.grid_samples(ctx, model, None)
+    assert fresh.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert _npz(ctx, "samples")["labels"].tolist() == fresh.labels.tolist()
+
+    course = stages.Drawn(*draw_class_samples(model, 3, seed=99))
+    assert stages.grid_samples(ctx, model, course) is course  # 2 course samples per class: enough for 2
+    assert len(_npz(ctx, "samples")["labels"]) == 8
+    few = stages.Drawn(course.images[::3], course.labels[::3])
+    small = ctx.sizes.__class__(**{**asdict(ctx.sizes), "course_per_class": 1})
+    assert stages.grid_samples(NotebookContext(**{**vars(ctx), "sizes": small}), model, few) is not few
+
+
+def test_temperatures_share_one_seed(ctx: NotebookContext, model) -> None:
+    drawn = stages.temperature_samples(ctx, model, (1.0, 0.5))
+    assert drawn.temperatures == [1.0, 0.5] and drawn.per_class == 2
+    saved = _npz(ctx, "samples_temperatures")
+    assert saved["images"].shape == (4, 2, 2, 8, 8, 3) and saved["temperatures"].tolist() == [1.0, 0.5]
+    at_one = draw_class_samples(model, 2, seed=ctx.seed)[0]
+    from pcnn.reporting.plots import to_uint8_hwc
+
+    assert np.array_equal(saved["images"][:, 0], to_uint8_hwc(at_one).reshape(4, 2, 8, 8, 3))
+
+
+def test_completions_keep_the_top_rows(ctx: NotebookContext, model) -> None:
+    completed = stages.completions(ctx, model)
+    assert (completed.rows, completed.images) == (4, 4)
+    saved = _npz(ctx, "completions")
+    assert saved["completions"].shape == (4, stages.COMPLETIONS_PER_IMAGE, 8, 8, 3)
+    assert saved["other"].shape == saved["originals"].shape == (4, 8, 8, 3)
+    assert np.array_equal(saved["completions"][:, :, :4], np.repeat(saved["originals"][:, None, :4], 3, 1))
+    assert np.array_equal(saved["other_labels"], (saved["labels"] + 1) % 4) and int(saved["rows"]) == 4
+
+
+def test_training_grids_and_a_missing_reference(ctx: NotebookContext, model) -> None:
+    checkpoint = ctx.paths.runs / "main" / "checkpoints" / "best.pt"
+    assert stages.training_samples(ctx, checkpoint) == []
+    saved = _npz(ctx, "training_samples")
+    assert saved["grids"].shape == (0, 1, 1, 3) and saved["epochs"].tolist() == []
+
+    stale = ctx.paths.results / "reference_samples.npz"
+    stale.write_bytes(b"stale")
+    assert stages.reference_samples(ctx, None) is None and not stale.exists()
+
+
+def test_reference_samples_from_a_checkpoint(ctx: NotebookContext, model) -> None:
+    from pcnn.training.checkpoint import model_state, save_checkpoint
+
+    path = save_checkpoint(
+        ctx.paths.build / "reference.pt", {"model_config": asdict(model.config), "model": model_state(model)}
+    )
+    assert stages.reference_samples(ctx, path) == str(path)
+    assert _npz(ctx, "reference_samples")["labels"].tolist() == [0, 1, 2, 3]
+
+
+def test_nearest_neighbours_find_a_copied_sample(ctx: NotebookContext, model) -> None:
+    grid = stages.Drawn(*draw_class_samples(model, 2, seed=0))
+    train = torch.cat([torch.rand(5, 3, 8, 8) * 2 - 1, grid.images[2:3]])
+    distance = stages.nearest_neighbour_check(ctx.paths.results, grid, train, per_class=1, k=4)
+    assert distance["min"] == 0.0 and distance["n_samples"] == 4 and distance["n_train"] == 6
+    saved = _npz(ctx, "nearest_neighbours")
+    assert saved["grid"].shape == (4, 5, 8, 8, 3) and saved["labels"].tolist() == [0, 1, 2, 3]
+    assert np.array_equal(saved["grid"][1, 0], saved["grid"][1, 1]), "the copy is its own nearest image"
+
+
+def test_real_vs_generated_and_the_record(ctx: NotebookContext, model) -> None:
+    grid = stages.Drawn(*draw_class_samples(model, 2, seed=0))
+    train = torch.rand(12, 3, 8, 8) * 2 - 1
+    checks = stages.ReviewerChecks({}, train, [k for k in range(4) for _ in range(3)])
+    stages.real_vs_generated(ctx, grid, checks)
+    saved = _npz(ctx, "real_vs_generated")
+    assert saved["real"].shape == saved["generated"].shape == (4, 2, 8, 8, 3)
+
+    sizes = stages.sampling_sizes(ctx, stages.TemperatureSamples([1.0], 2), stages.Completions(4, 4), [1])
+    assert sizes["fid_seeds"] == ctx.seeds(ctx.sizes.fid_seeds) and sizes["completion_rows"] == 4
+    course = stages.course_fid(ctx, model, False, "not measured")
+    record = SamplingRecord.from_dict(
+        {
+            "checkpoint": "best.pt",
+            "fid": course.fid,
+            "reference_checkpoint": None,
+            "checks": {},
+            "speed": [],
+            "sizes": sizes,
+        }
+    )
+    assert record.sizes["temperatures"] == [1.0] and record.extra == {}
+
+
+def test_the_report_draws_what_the_stages_wrote(ctx: NotebookContext, model) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    grid = stages.grid_samples(ctx, model, None)
+    stages.temperature_samples(ctx, model, (1.0,))
+    stages.completions(ctx, model)
+    stages.training_samples(ctx, ctx.paths.runs / "main" / "checkpoints" / "best.pt")
+    train = torch.rand(12, 3, 8, 8) * 2 - 1
+    stages.nearest_neighbour_check(ctx.paths.results, grid, train, per_class=1)
+    stages.real_vs_generated(ctx, grid, stages.ReviewerChecks({}, train, [k // 3 for k in range(12)]))
+    for stem in (
+        "samples_per_class",
+        "samples_temperatures",
+        "completions",
+        "samples_over_training",
+        "nearest_neighbours",
+        "real_vs_generated",
+    ):
+        plt.close(stages.sampling_figure(ctx, stem))
+        assert (ctx.paths.figures / f"{stem}.png").is_file()
