@@ -110,7 +110,7 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="self-guidance weight: the model's own classifier steers the sampler (0, the default: the"
-        " model's own distribution; > 0 is not; about 14 times slower on a CPU;"
+        " model's own distribution; > 0 is not; 14-21 times slower on a CPU;"
         " docs/design.md#guided-sampling)",
     )
     parser.add_argument("--png", action="store_true", help="also write lossless PNG copies to <out>_png/")

@@ -67,7 +67,15 @@ def _comparison(settings: Mapping[str, Any], plain: str, guided: str) -> str:
         )
     if "matched_fid" in a and "matched_fid" in b:
         parts.append(f"the matched FID is {b['matched_fid']['model']:.1f} ({a['matched_fid']['model']:.1f})")
-    return f"At $w = {b['guidance']:g}$ " + ", ".join(parts) + "."
+    sentence = f"At $w = {b['guidance']:g}$ " + ", ".join(parts) + "."
+    own = a.get("own_classifier", {}).get("overall")
+    if own is not None and own >= 0.95 and a["overall"] < own - 0.2:
+        sentence += (
+            f" Unguided, the model's own classifier already puts {_pct(own)}\\pct{{}} of its samples in their"
+            " class, so guidance has little left to strengthen: what makes a sample of a class for the model"
+            " (its colours and textures) is not what makes it one for the judge."
+        )
+    return sentence
 
 
 def levers_tex(record: Mapping[str, Any], folder: str) -> str:
@@ -119,13 +127,13 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
   and, in parentheses, the range over all judges. Own: the model's Bayes classifier on its own samples.
   FID: matched protocol, with the real-data floor.}}
   \label{{tab:levers}}
-  \begin{{tabular}}{{{"r" * (6 + len(classes))}}}
+  \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{{"r" * (6 + len(classes))}}}
     \hline
     {header} \\
     \hline
 {rows}
     \hline
-  \end{{tabular}}
+  \end{{tabular}}}}
 \end{{table}}
 
 \begin{{figure}}[htbp]

@@ -15,7 +15,8 @@ the model gain weight. w = 0 is the model's own distribution; w > 0 is *not*, an
 Each sub-pixel is drawn as a categorical over its 256 levels. Within a pixel the channels stay exact: the
 mixture weights of G are the components' posterior after R (and of B after R and G), as in the joint
 likelihood. Cost: one cached network over K copies of the batch (K classes) plus 256-level
-log-probabilities per sub-pixel, about K times the plain cached sampler.
+log-probabilities per sub-pixel, 14 to 21 times the plain cached sampler on a
+2-core CPU (docs/runs.md#sampling-levers).
 """
 
 from __future__ import annotations
