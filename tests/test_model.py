@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pcnn.config import CONDITIONING_VARIANTS, ModelConfig
+from pcnn.core.model import inference
 from tests.conftest import grid_images, tiny_model
 
 
@@ -66,3 +67,15 @@ def test_bad_inputs_rejected() -> None:
         model(torch.zeros(1, 3, 10, 10), torch.tensor([0]))
     with pytest.raises(ValueError, match="unknown conditioning"):
         ModelConfig(conditioning="magic")
+
+
+def test_inference_mode_restores_the_callers_mode_also_after_an_error() -> None:
+    model = tiny_model().train()
+    x = torch.zeros(1, 3, 8, 8)
+    with inference(model):
+        assert not model.training and not model(x, torch.tensor([0])).requires_grad
+    assert model.training
+    with pytest.raises(RuntimeError, match="inside"):
+        with inference(model):
+            raise RuntimeError("inside")
+    assert model.training and torch.is_grad_enabled()

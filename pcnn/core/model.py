@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -166,3 +169,16 @@ def unwrap(model: nn.Module, keep: type[nn.Module] | tuple[type[nn.Module], ...]
         else:
             return inner
     return inner
+
+
+@contextmanager
+def inference(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd, restoring the caller's mode afterwards, also after an error:
+    what every scoring and sampling pass over a model needs."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from pcnn.core.model import inference
 from pcnn.datasets import CLASS_NAMES, NUM_CLASSES, CPEN455Dataset, eval_transform, train_transform
 from pcnn.datasets.train_data import subset_indices
 from pcnn.evaluation.metrics import classification_report
@@ -70,14 +71,13 @@ class BaselineCNN(nn.Module):
         return self.head(self.features(x))
 
 
-@torch.no_grad()
 def baseline_logits(model: BaselineCNN, images: Tensor, batch_size: int = 256) -> Tensor:
     """Logits (B, K) on the CPU, in eval mode and in chunks, so any number of images fits in memory."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    parts = [model(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    with inference(model):
+        parts = [
+            model(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(parts) if parts else torch.empty(0, model.head[-1].out_features)
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from pcnn.core.classify import class_log_likelihoods, posterior
 from pcnn.core.likelihood import bits_per_dim, bits_per_dim_scale, dmol_nll
-from pcnn.core.model import PixelCNNPP
+from pcnn.core.model import PixelCNNPP, inference
 from pcnn.datasets import CLASS_NAMES, CPEN455Dataset, evenly_spaced_indices
 from pcnn.evaluation.metrics import classification_report, reliability
 
@@ -66,7 +66,6 @@ class SplitScores:
         return report
 
 
-@torch.no_grad()
 def score_split(
     model: PixelCNNPP,
     dataset: CPEN455Dataset,
@@ -82,16 +81,14 @@ def score_split(
     indices = evenly_spaced_indices(len(dataset), subset)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
     paths = getattr(dataset, "paths", None)  # training's IndexedSplit has none; a submission needs them
-    was_training = model.training
-    model.eval()
     scores = []
-    for x, _ in tqdm(loader, desc=f"classify {dataset.split}", disable=not progress, leave=False):
-        x = x.to(device)
-        ll = class_log_likelihoods(model, x)
-        if tta:
-            ll = 0.5 * (ll + class_log_likelihoods(model, x.flip(-1)))
-        scores.append(ll.float().cpu())
-    model.train(was_training)
+    with inference(model):
+        for x, _ in tqdm(loader, desc=f"classify {dataset.split}", disable=not progress, leave=False):
+            x = x.to(device)
+            ll = class_log_likelihoods(model, x)
+            if tta:
+                ll = 0.5 * (ll + class_log_likelihoods(model, x.flip(-1)))
+            scores.append(ll.float().cpu())
     return SplitScores(
         ids=[dataset.ids[i] for i in indices],
         labels=np.asarray([dataset.labels[i] for i in indices]),
@@ -126,19 +123,16 @@ def summarize_scores(scores: SplitScores, n_bins: int = 10) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
 def _unconditional_bits_per_dim(
     model: PixelCNNPP, dataset: Any, indices: list[int], batch_size: int, device: torch.device | str
 ) -> float:
     """Mean bits/dim of the images without a label: the unconditional model has no classifier."""
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(indices), batch_size):
-        x = torch.stack([dataset[i][0] for i in indices[start : start + batch_size]]).to(device)
-        total += float(dmol_nll(x, model(x, None)).double().sum())
-        count += x.shape[0]
-    model.train(was_training)
+    with inference(model):
+        for start in range(0, len(indices), batch_size):
+            x = torch.stack([dataset[i][0] for i in indices[start : start + batch_size]]).to(device)
+            total += float(dmol_nll(x, model(x, None)).double().sum())
+            count += x.shape[0]
     return total / max(count, 1) * bits_per_dim_scale(model.config.image_size)
 
 

@@ -14,12 +14,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pcnn.core.classify import posterior, prefix_log_likelihood_curves
-from pcnn.core.model import PixelCNNPP
+from pcnn.core.model import PixelCNNPP, inference
 from pcnn.datasets import CPEN455Dataset, evenly_spaced_indices
 from pcnn.evaluation.metrics import bootstrap_accuracy_ci
 
 
-@torch.no_grad()
 def prefix_predictions(
     model: PixelCNNPP,
     dataset: CPEN455Dataset,
@@ -36,17 +35,15 @@ def prefix_predictions(
     """
     indices = evenly_spaced_indices(len(dataset), subset)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
-    was_training = model.training
-    model.eval()
     predictions, labels = [], []
-    for x, y in loader:
-        curves = prefix_log_likelihood_curves(model, x.to(device)).double()  # (B, K, T+1)
-        b, k, t = curves.shape
-        flat = curves.permute(0, 2, 1).reshape(b * t, k)
-        post = posterior(flat, prior).reshape(b, t, k)
-        predictions.append(post.argmax(dim=2).cpu().numpy())
-        labels.append(np.asarray(y))
-    model.train(was_training)
+    with inference(model):
+        for x, y in loader:
+            curves = prefix_log_likelihood_curves(model, x.to(device)).double()  # (B, K, T+1)
+            b, k, t = curves.shape
+            flat = curves.permute(0, 2, 1).reshape(b * t, k)
+            post = posterior(flat, prior).reshape(b, t, k)
+            predictions.append(post.argmax(dim=2).cpu().numpy())
+            labels.append(np.asarray(y))
     return np.concatenate(predictions), np.concatenate(labels)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pcnn.core.classify import class_log_likelihoods
-from pcnn.core.model import PixelCNNPP
+from pcnn.core.model import PixelCNNPP, inference
 from pcnn.datasets import CLASS_NAMES
 from pcnn.evaluation import fid
 from pcnn.evaluation.analysis import class_consistency
@@ -42,16 +42,11 @@ def _own_predictions(model: PixelCNNPP, images: Tensor, batch_size: int = 64) ->
     Without autograd: a graph kept per batch held 23 GB for 1000 images.
     """
     device = model.out.bias.device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            parts = [
-                class_log_likelihoods(model, images[i : i + batch_size].to(device)).argmax(dim=1).cpu()
-                for i in range(0, len(images), batch_size)
-            ]
-    finally:
-        model.train(was_training)
+    with inference(model):
+        parts = [
+            class_log_likelihoods(model, images[i : i + batch_size].to(device)).argmax(dim=1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(parts)
 
 

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pcnn.core.likelihood import HALF_BIN, split_params
-from pcnn.core.model import unwrap
-from pcnn.sampling.sample import _CachedNet, _inference, _known_rows, _uniform
+from pcnn.core.model import inference, unwrap
+from pcnn.sampling.sample import _CachedNet, _known_rows, _uniform
 
 LEVELS = 256
 
@@ -166,7 +166,7 @@ def guided_sample(
     every_class = torch.arange(num_classes, device=device).repeat(b)  # image-major: (B*K,)
     pixel = _GuidedPixel(labels, num_classes, guidance, temperature)
     rows = tqdm(range(image_size), desc="sampling (guided)", unit="row", disable=not progress, leave=False)
-    with _inference(model):
+    with inference(model):
         net = _CachedNet(inner, every_class, b * num_classes, image_size)
         image = torch.zeros(b, 3, image_size, image_size, device=device)
         for r in rows:

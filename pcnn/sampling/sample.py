@@ -34,8 +34,7 @@ draw no noise, so both samplers still consume the generator identically.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -45,7 +44,7 @@ from tqdm.auto import tqdm
 
 from pcnn.core.layers import GatedResnet, LabelContext, ShiftedConv2d, ShiftedDeconv2d, concat_elu
 from pcnn.core.likelihood import split_params
-from pcnn.core.model import NUM_SCALES, PixelCNNPP, unwrap
+from pcnn.core.model import NUM_SCALES, PixelCNNPP, inference, unwrap
 
 METHODS = ("cached", "naive")
 NOISE_EPS = 1e-5
@@ -426,18 +425,6 @@ class _CachedNet:
 
 
 # ------------------------------------------------------------------------------------------ public API
-@contextmanager
-def _inference(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) and no autograd, restoring the caller's mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def cached_params(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """Teacher forcing through the cached machinery: the DMoL parameters (B, 10M, H, W) of `model(x, labels)`.
 
@@ -448,7 +435,7 @@ def cached_params(model: nn.Module, x: Tensor, labels: Tensor | None = None) -> 
     b, _, h, w = x.shape
     if h != w:
         raise ValueError(f"images must be square, got {tuple(x.shape)}")
-    with _inference(inner):
+    with inference(inner):
         net = _CachedNet(inner, labels, b, h)
         x = x.to(net.image)
         out = x.new_empty(b, inner.out.bias.shape[0], h, w)
@@ -496,7 +483,7 @@ def sample(
         raise ValueError("give labels, or batch_size for the unconditional variant")
     known = _known_rows(prefix, prefix_rows, batch_size, image_size)
     rows = tqdm(range(image_size), desc=f"sampling ({method})", unit="row", disable=not progress, leave=False)
-    with _inference(model):
+    with inference(model):
         if method == "naive":
             x = like.new_zeros(batch_size, 3, image_size, image_size)
             if known is not None:
