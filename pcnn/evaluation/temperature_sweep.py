@@ -26,7 +26,7 @@ import torch
 from pcnn.datasets import CLASS_NAMES, DataError, resolve_data_dir
 from pcnn.evaluation.baseline import baseline_predict, train_baseline
 from pcnn.evaluation.sample_quality import judge_samples
-from pcnn.reporting.levers import levers_tex
+from pcnn.reporting.levers import grid_name, levers_tex
 from pcnn.sampling.sample import sample_grid_figure
 from pcnn.training.checkpoint import CheckpointError, load_model
 from pcnn.workflow.runrecord import machine_roots, portable
@@ -76,7 +76,6 @@ def sweep(
     }
     for temperature, guidance in itertools.product(temperatures, guidances):
         key = str(temperature) + (f"_w{guidance:g}" if guidance else "")
-        name = f"T{temperature:g}" + (f"_w{guidance:g}" if guidance else "")
         judged = judge_samples(
             model,
             judges,
@@ -96,7 +95,7 @@ def sweep(
             **{k: v for k, v in judged.record.items() if k != "judge"},
         }
         shown = torch.cat([torch.nonzero(labels == k).flatten()[:8] for k in range(len(CLASS_NAMES))])
-        sample_grid_figure(images[shown], labels[shown], CLASS_NAMES, out / f"samples_{name}.png")
+        sample_grid_figure(images[shown], labels[shown], CLASS_NAMES, out / grid_name(temperature, guidance))
         print(
             f"{key}: judge consistency {consistency['overall']:.3f} "
             f"[{consistency['overall_ci95'][0]:.3f}, {consistency['overall_ci95'][1]:.3f}], per class "

@@ -32,6 +32,17 @@ def _spread(values: list[float | None]) -> str:
     return f"{_pct(known[0])} ({_pct(min(known))}--{_pct(max(known))})"
 
 
+def grid_name(temperature: float, guidance: float) -> str:
+    """The sweep's sample grid of one setting (`samples_T1.png`, `samples_T1_w2.png`): the sweep writes it,
+    the section includes it."""
+    return f"samples_T{temperature:g}" + (f"_w{guidance:g}" if guidance else "") + ".png"
+
+
+def _setting(key: str, setting: Mapping[str, Any]) -> tuple[float, float]:
+    """(temperature, guidance) of a sweep entry; records from before guidance hold only the key."""
+    return setting.get("temperature", float(key.split("_")[0])), setting.get("guidance", 0.0)
+
+
 def _row(key: str, setting: Mapping[str, Any], classes: list[str]) -> str:
     seeds = setting.get("judge_seeds")
     low, high = setting["overall_ci95"]
@@ -41,9 +52,10 @@ def _row(key: str, setting: Mapping[str, Any], classes: list[str]) -> str:
     ]
     own = setting.get("own_classifier")
     fid = setting.get("matched_fid")
+    temperature, guidance = _setting(key, setting)
     cells = [
-        f"{setting.get('temperature', float(key.split('_')[0])):g}",
-        f"{setting.get('guidance', 0.0):g}",
+        f"{temperature:g}",
+        f"{guidance:g}",
         f"{_pct(setting['overall'])} [{_pct(low)}, {_pct(high)}]",
         judges,
         *per_class,
@@ -88,11 +100,8 @@ def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     judge_acc = ", ".join(f"{100 * j['accuracy']:.1f}" for j in judges)
     guided = [k for k, s in settings.items() if s.get("guidance")]
     shown = guided[-1] if guided else next(iter(settings))
-    grid = (
-        f"samples_T{settings[shown].get('temperature', 1.0):g}"
-        + (f"_w{settings[shown]['guidance']:g}" if settings[shown].get("guidance") else "")
-        + ".png"
-    )
+    temperature, guidance = _setting(shown, settings[shown])
+    grid = f"{folder}/{grid_name(temperature, guidance)}"
     header = " & ".join(
         [
             "$T$",
@@ -106,8 +115,7 @@ def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     )
     rows = "\n".join(_row(key, settings[key], classes) for key in settings)
     checkpoint = tex_escape(record["checkpoint"])
-    temperature, guidance = settings[shown].get("temperature", 1.0), settings[shown].get("guidance", 0.0)
-    plain = [k for k, v in settings.items() if not v.get("guidance") and v.get("temperature") == temperature]
+    plain = [k for k, v in settings.items() if _setting(k, v) == (temperature, 0.0)]
     comparison = _comparison(settings, plain[0], shown) if guided and plain else ""
     return rf"""\paragraph{{Sampling levers.}} Measured after the build on \texttt{{{checkpoint}}}
 with \texttt{{python -m pcnn.temperature\_sweep}} ({first["n"]} samples per setting, generator seed
@@ -138,7 +146,7 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
 
 \begin{{figure}}[htbp]
   \centering
-  \includegraphics[width=0.8\linewidth,height=0.28\textheight,keepaspectratio]{{{folder}/{grid}}}
+  \includegraphics[width=0.8\linewidth,height=0.28\textheight,keepaspectratio]{{{grid}}}
   \caption{{Samples of the reference checkpoint at $T = {temperature:g}$, $w = {guidance:g}$, one row
   per class.}}
   \label{{fig:levers}}
