@@ -99,6 +99,9 @@ class TrainConfig:
     # trained likelihood model at full weight it raised the training loss from 3.99 to 5.81
     # (docs/runs.md#likelihood-first), so no profile uses it.
     disc_start_epoch: int = 0
+    # Warm-up of the hybrid term: its weight rises linearly from 0 to `disc_weight` over this many epochs
+    # from `disc_start_epoch` on (step by step, so the compiled step is not rebuilt); 0 = full weight at once.
+    disc_warmup_epochs: float = 0.0
     grad_clip: float = 0.0  # 0 disables clipping
     last_checkpoint_minutes: float = 0.0  # write `last` at an epoch end at most this often; 0 = every epoch
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
@@ -139,6 +142,8 @@ class TrainConfig:
             raise ValueError(f"train.disc_temperature must be > 0, got {self.disc_temperature}")
         if self.disc_start_epoch < 0:
             raise ValueError(f"train.disc_start_epoch must be >= 0, got {self.disc_start_epoch}")
+        if not self.disc_warmup_epochs >= 0:
+            raise ValueError(f"train.disc_warmup_epochs must be >= 0, got {self.disc_warmup_epochs}")
 
     def objective_at(self, epoch: int) -> TrainConfig:
         """The settings the step trains epoch `epoch` (0-based) with: before `disc_start_epoch` the
@@ -146,6 +151,15 @@ class TrainConfig:
         if self.disc_weight > 0 and epoch < self.disc_start_epoch:
             return dataclasses.replace(self, disc_weight=0.0)
         return self
+
+    def disc_ramp(self, epoch: int, batch: int, per_epoch: int) -> float:
+        """The share of `disc_weight` that batch `batch` (0-based) of epoch `epoch` trains with: rising
+        linearly over `disc_warmup_epochs` after `disc_start_epoch`, so a new cross-entropy term does not
+        jolt a model (and Adam moments) fitted to the likelihood alone."""
+        if self.disc_warmup_epochs <= 0:
+            return 1.0
+        done = epoch - self.disc_start_epoch + (batch + 1) / max(per_epoch, 1)
+        return min(1.0, max(0.0, done / self.disc_warmup_epochs))
 
 
 @dataclass

@@ -98,6 +98,39 @@ def test_the_hybrid_loss_weighs_each_part_by_its_images_and_scored_images() -> N
     assert losses[0] == pytest.approx(expected.item(), rel=accumulation_rtol(model, 5 * 8 * 8))
 
 
+def hybrid_step_at(processes: int, disc_scale: float, disc_weight: float = 0.5):
+    """One step of the tiny model on `two_part_batch` with the hybrid term at `disc_scale` of its
+    weight: (loss, bits/dim, gradients)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(nr_filters=8, nr_logistic_mix=3, image_size=8, dropout=0.0))
+    config = TrainConfig(
+        batch_size=5,
+        compile="off",
+        precision="fp32",
+        cpu_processes=processes,
+        disc_weight=disc_weight,
+        disc_fraction=0.5,
+    )
+    step = make_train_step(model, build_optimizer(model, config), config)
+    step.disc_scale = disc_scale
+    loss = step(*two_part_batch())
+    return loss, step.bits_per_dim, [p.grad.clone() for p in model.parameters()], model
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_warm_up_scales_only_the_cross_entropy(processes: int) -> None:
+    full, bpd, _, model = hybrid_step_at(processes, 1.0)
+    half, half_bpd, half_grads, _ = hybrid_step_at(processes, 0.5)
+    rtol = accumulation_rtol(model, 5 * 8 * 8)
+    assert half_bpd == pytest.approx(bpd, rel=rtol)
+    assert full > bpd and half == pytest.approx(bpd + 0.5 * (full - bpd), rel=rtol)
+    _, _, off_grads, _ = hybrid_step_at(processes, 0.0)
+    _, _, plain_grads, _ = hybrid_step_at(processes, 1.0, disc_weight=0.0)  # the likelihood alone
+    for off, plain in zip(off_grads, plain_grads):
+        assert_close_in_float32(off, plain, rtol)
+    assert any(not torch.allclose(a, b) for a, b in zip(half_grads, plain_grads))
+
+
 def test_bad_batches_are_refused_before_they_reach_the_helper() -> None:
     _, _, step = steps_of(2, steps=1)
     x = grid_images(5, 8)

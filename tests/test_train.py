@@ -566,6 +566,37 @@ def test_objective_at_keeps_the_likelihood_alone_before_disc_start_epoch() -> No
         TrainConfig(disc_start_epoch=-1)
 
 
+def test_disc_ramp_rises_linearly_over_the_warmup_from_the_start_epoch() -> None:
+    tc = TrainConfig(disc_weight=0.01, disc_start_epoch=2, disc_warmup_epochs=2)
+    # 4 batches per epoch: nothing before epoch 2, then 1/8, 2/8, ... of the weight, full from epoch 4 on
+    assert [tc.disc_ramp(1, b, 4) for b in range(4)] == [0.0] * 4
+    assert [tc.disc_ramp(2, b, 4) for b in range(4)] == [0.125, 0.25, 0.375, 0.5]
+    assert [tc.disc_ramp(3, 3, 4), tc.disc_ramp(4, 0, 4), tc.disc_ramp(9, 2, 4)] == [1.0, 1.0, 1.0]
+    assert TrainConfig(disc_weight=0.01).disc_ramp(0, 0, 4) == 1.0  # no warm-up: full weight at once
+    with pytest.raises(ValueError, match="disc_warmup_epochs"):
+        TrainConfig(disc_warmup_epochs=-1)
+
+
+def test_a_warming_hybrid_term_logs_its_weight_and_resumes_step_for_step(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    warm = dict(epochs=2, disc_weight=0.5, disc_fraction=0.5, disc_warmup_epochs=2)
+    whole = train(tiny_config(**warm), data_dir=data_dir, run_dir=tmp_path / "whole", progress=False)
+    # the weight of each epoch's last step: half after the first epoch, full after the second
+    assert [m["disc_weight"] for m in read_metrics(whole.run_dir)] == [0.25, 0.5]
+    full = train(
+        tiny_config(epochs=2, disc_weight=0.5, disc_fraction=0.5),
+        data_dir=data_dir,
+        run_dir=tmp_path / "full",
+        progress=False,
+    )
+    assert read_losses(whole.run_dir)[0] < read_losses(full.run_dir)[0]  # 1/16 of the cross-entropy
+    run = tmp_path / "resumed"
+    train(tiny_config(**warm), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 5)
+    train(tiny_config(**warm), data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert read_losses(run) == read_losses(whole.run_dir)
+
+
 def test_hybrid_term_joins_at_its_epoch_and_resume_after_it_repeats_the_run(
     data_dir: Path, tmp_path: Path, capsys
 ) -> None:

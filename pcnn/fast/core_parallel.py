@@ -144,12 +144,15 @@ class CoreParallel:
         scored = [scored_count(n, self.disc_fraction) for n in sizes]
         return [(n / batch, s / sum(scored)) for n, s in zip(sizes, scored)]
 
-    def backward(self, x: Tensor, labels: Tensor, own_part: PartBackward) -> tuple[Tensor, Tensor]:
-        """The batch's (loss, bits/dim), with its gradient in the parameters' `.grad`."""
+    def backward(
+        self, x: Tensor, labels: Tensor, own_part: PartBackward, ce_scale: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """The batch's (loss, bits/dim), with its gradient in the parameters' `.grad`; `ce_scale` scales
+        the cross-entropy of every part (the hybrid term's warm-up)."""
         sizes = [n for n in part_sizes(x.shape[0], self.processes) if n > 0]
         if not self._helpers:
             self._start(x, labels)
-        weights = self.weights(sizes)
+        weights = [(bpd_w, ce_w * ce_scale) for bpd_w, ce_w in self.weights(sizes)]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         helpers = self._helpers[: len(sizes) - 1]
         for helper, start, n, w in zip(helpers, starts[1:], sizes[1:], weights[1:]):

@@ -92,6 +92,9 @@ class TrainStep:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         self.skipped = False
         self.bits_per_dim = math.nan
+        # The share of the hybrid term's weight this step trains with (`TrainConfig.disc_ramp`, set by the
+        # trainer each step); applied outside the compiled objective, so a changing share recompiles nothing.
+        self.disc_scale = 1.0
 
     def _objective(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(loss, NLL in bits/dim) of the batch; the hybrid term shares the forward pass."""
@@ -170,9 +173,9 @@ class TrainStep:
         labels = labels.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         if self.cores is None:
-            loss, bpd = self.part_backward(x, labels)
+            loss, bpd = self.part_backward(x, labels, 1.0, self.disc_scale)
         else:
-            loss, bpd = self.cores.backward(x, labels, self.part_backward)
+            loss, bpd = self.cores.backward(x, labels, self.part_backward, ce_scale=self.disc_scale)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # the norm, the clipping and the guard see true gradients
         grads = [p.grad for p in self.params if p.grad is not None]

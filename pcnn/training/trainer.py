@@ -111,9 +111,10 @@ class _Trainer:
             return
         self.step_fn.close()
         self.step_fn = self._make_step(wanted)
+        warmup = f", reached over {wanted.disc_warmup_epochs:g} epochs" if wanted.disc_warmup_epochs else ""
         _say(
             f"epoch {self.state.epoch + 1}: the hybrid term joins the likelihood (disc_weight "
-            f"{wanted.disc_weight:g})",
+            f"{wanted.disc_weight:g}{warmup})",
             self.info,
         )
 
@@ -334,6 +335,7 @@ class _Trainer:
         tick = time.monotonic()
         while s.batch < per_epoch and reason is None:
             x, labels = next(batches)
+            self.step_fn.disc_scale = tc.disc_ramp(s.epoch, s.batch, per_epoch)
             loss = self.step_fn(x, labels)
             if self._tally(loss):
                 epoch_bpd += self.step_fn.bits_per_dim
@@ -430,7 +432,7 @@ class _Trainer:
         if self.review is not None:
             run = {
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "disc_weight": self.step_fn.config.disc_weight,
+                "disc_weight": self.step_fn.config.disc_weight * self.step_fn.disc_scale,
                 "wall_time_s": self._elapsed(),
                 "weights": "ema" if self.ema is not None else "raw",
             }
