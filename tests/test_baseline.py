@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pcnn.datasets import make_synthetic
-from pcnn.evaluation.baseline import BaselineCNN, baseline_predict, train_baseline
+from pcnn.evaluation import baseline
+from pcnn.evaluation.baseline import BaselineCNN, baseline_predict, cached_baseline, train_baseline
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,30 @@ def test_seeded_and_budgeted(synthetic_root: Path) -> None:
 def test_beats_chance_on_separable_data(synthetic_root: Path) -> None:
     _, info = train_baseline(synthetic_root, epochs=8, image_size=16, batch_size=8, width=16, progress=False)
     assert info["accuracy"] >= 0.5  # chance is 0.25 on the 16 balanced validation images
+
+
+def test_a_kept_judge_is_the_same_judge_and_is_not_trained_again(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = dict(seed=1, epochs=1, image_size=16)
+    trained, report = cached_baseline(tmp_path / "judges", synthetic_root, **settings)
+    assert len(list((tmp_path / "judges").glob("*.pt"))) == 1 and "train_loss" not in report
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the kept judge should have been reused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(baseline, "train_baseline", no_training)
+        kept, kept_report = cached_baseline(tmp_path / "judges", synthetic_root, **settings)
+    assert kept_report == report and not kept.training
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    assert torch.equal(baseline_predict(kept, x), baseline_predict(trained, x))
+    calls = []
+    monkeypatch.setattr(
+        baseline, "train_baseline", lambda *a, **k: calls.append(k) or train_baseline(*a, **k)
+    )
+    cached_baseline(tmp_path / "judges", synthetic_root, **{**settings, "seed": 2})  # another judge
+    other_data = make_synthetic(tmp_path / "other", seed=1, counts={"train": 8, "validation": 4, "test": 2})
+    cached_baseline(tmp_path / "judges", other_data, **settings)  # same file name, other data: retrained
+    cached_baseline(None, synthetic_root, **settings)  # nothing kept
+    assert [k["seed"] for k in calls] == [2, 1, 1]

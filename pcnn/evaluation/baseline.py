@@ -24,6 +24,7 @@ from pcnn.core.model import inference
 from pcnn.datasets import CLASS_NAMES, NUM_CLASSES, CPEN455Dataset, eval_transform, train_transform
 from pcnn.datasets.train_data import subset_indices
 from pcnn.evaluation.metrics import classification_report
+from pcnn.training.checkpoint import save_atomic
 from pcnn.training.device import resolve_device
 from pcnn.training.engine import seed_everything
 
@@ -183,3 +184,45 @@ def train_baseline(
         "image_size": image_size,
         "device": str(dev),
     }
+
+
+def cached_baseline(
+    cache_dir: Path | str | None,
+    data_dir: Path | str,
+    *,
+    seed: int = 0,
+    epochs: int = 30,
+    max_minutes: float | None = None,
+    image_size: int = 32,
+    progress: bool = False,
+) -> tuple[BaselineCNN, dict[str, Any]]:
+    """`train_baseline`, trained once and kept in `cache_dir` (None: not kept), so that samples of several
+    models are judged by the very same judge, and a rerun does not spend minutes retraining it.
+
+    A kept judge is reused only for the same data folder, seed, epochs, cap and image size; it is read with
+    `weights_only=True` (tensors and plain values, nothing unpickled).
+    """
+    settings = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "seed": seed,
+        "epochs": epochs,
+        "max_minutes": max_minutes,
+        "image_size": image_size,
+    }
+    path = Path(cache_dir) / f"judge_seed{seed}_epochs{epochs}_{image_size}px.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("settings") == settings:
+            model = BaselineCNN(NUM_CLASSES, state["width"], image_size)
+            model.load_state_dict(state["model"])
+            print(f"judge of seed {seed}: kept in {path}", flush=True)
+            return model.eval(), state["report"]
+    model, report = train_baseline(
+        data_dir, epochs=epochs, max_minutes=max_minutes, seed=seed, image_size=image_size, progress=progress
+    )
+    report = {k: v for k, v in report.items() if k != "train_loss"}
+    if path is not None:
+        width = model.features[0][0].out_channels
+        kept = {"settings": settings, "width": width, "model": model.state_dict(), "report": report}
+        save_atomic(path, kept)
+    return model, report

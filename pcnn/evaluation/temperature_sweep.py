@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pcnn.datasets import CLASS_NAMES, DataError, resolve_data_dir
-from pcnn.evaluation.baseline import baseline_predict, train_baseline
+from pcnn.evaluation.baseline import baseline_predict, cached_baseline
 from pcnn.evaluation.sample_quality import judge_samples
 from pcnn.reporting.levers import grid_name, levers_tex
 from pcnn.sampling.sample import sample_grid_figure
@@ -45,6 +45,7 @@ def sweep(
     judge_minutes: float = 30.0,
     judge_seeds: Sequence[int] = (0,),
     fid_dims: int = 0,
+    judge_cache: str | Path | None = None,
 ) -> dict:
     """Judge `per_class` samples per class at each (temperature, guidance); write and return the record.
 
@@ -56,16 +57,16 @@ def sweep(
     model = load_model(checkpoint, device="cpu").eval()
     judges, judge_reports = [], []
     for judge_seed in judge_seeds:
-        judge, judge_report = train_baseline(
+        judge, judge_report = cached_baseline(
+            judge_cache,
             data_dir,
+            seed=judge_seed,
             epochs=judge_epochs,
             max_minutes=judge_minutes,
-            seed=judge_seed,
-            progress=False,
             image_size=model.config.image_size,
         )
         judges.append(functools.partial(baseline_predict, judge))
-        judge_reports.append({k: v for k, v in judge_report.items() if k != "train_loss"})
+        judge_reports.append(judge_report)
     record: dict = {
         "checkpoint": portable(str(checkpoint), machine_roots(data_dir)),
         "per_class": per_class,
@@ -152,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         help="one judge per seed (the first one's verdict leads; all are recorded) (default 0)",
     )
     parser.add_argument(
+        "--judge-cache",
+        default=None,
+        metavar="DIR",
+        help="keep each trained judge in DIR and reuse it there (same data, seed, epochs): several models'"
+        " samples are then judged by the very same judges, and reruns skip their training (default: none)",
+    )
+    parser.add_argument(
         "--fid",
         action="store_true",
         help="also the matched-protocol FID/KID (Inception dims 2048) of each setting beside its floor",
@@ -179,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             judge_minutes=args.judge_minutes,
             judge_seeds=args.judge_seeds,
             fid_dims=2048 if args.fid else 0,
+            judge_cache=args.judge_cache,
         )
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,8 +28,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     if "model_config" not in state or "model" not in state:
         raise ValueError("a checkpoint needs at least 'model_config' and 'model'")
+    return save_atomic(path, {"format": FORMAT, **state})
+
+
+def save_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
+    """`torch.save` to `path` so that a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, **state}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
