@@ -1,0 +1,76 @@
+"""`python -m pcnn.reporting.continuation`: the continued-training table, from the rows' own records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pcnn.reporting.continuation import continuation_tex, main
+
+
+def fake_row(root: Path, name: str, disc_weight: float, accuracy: float, judged: float) -> list[str]:
+    """A run folder, its evaluation JSON and its sweep folder, as `pcnn train`, `pcnn evaluate` and the
+    sweep write them (only the fields the table reads)."""
+    run = root / name
+    run.mkdir(parents=True)
+    train = {"disc_weight": disc_weight, "disc_warmup_epochs": 5 if disc_weight else 0}
+    (run / "config.json").write_text(json.dumps({"train": train}))
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 20, "step": 4680, "val_accuracy": 0.5}) + "\n")
+    evaluation = root / f"{name}_eval.json"
+    evaluation.write_text(
+        json.dumps(
+            {
+                "n": 519,
+                "accuracy": accuracy,
+                "accuracy_ci95": [accuracy - 0.03, accuracy + 0.03],
+                "macro_f1": accuracy,
+                "bits_per_dim": 3.7 + disc_weight,
+                "ece": 0.1,
+            }
+        )
+    )
+    sweep = root / f"{name}_sweep"
+    sweep.mkdir()
+    setting = {
+        "n": 1000,
+        "overall": judged,
+        "overall_ci95": [judged - 0.03, judged + 0.03],
+        "per_class": {"burger": 0.6, "panda": 0.2, "koala": 0.9, "pizza": 0.7},
+        "matched_fid": {"model": 228.1, "floor": 43.5},
+    }
+    (sweep / "sweep.json").write_text(
+        json.dumps({"judge": {"accuracy": 0.934}, "temperatures": {"1.0": setting}})
+    )
+    return [name, str(run), str(evaluation), str(sweep)]
+
+
+def test_the_table_sets_the_hybrid_beside_its_control_and_is_rewritten_from_its_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    control = fake_row(tmp_path, "control", 0.0, 0.77, 0.63)
+    hybrid = fake_row(tmp_path, "hybrid", 0.01, 0.82, 0.55)
+    out = tmp_path / "table"
+    assert main(["--out", str(out), "--row", *control, "--row", *hybrid]) == 0
+    record = json.loads((out / "continuation.json").read_text())
+    assert [r["objective"] for r in record["rows"]] == ["likelihood", "hybrid 0.01, warm-up 5 ep."]
+    assert record["rows"][1]["evaluation"]["accuracy_ci95"] == pytest.approx([0.79, 0.85])
+    assert record["rows"][0]["run"] == "<checkout>/control"  # no folder of this machine
+    tex = (out / "continuation.tex").read_text()
+    assert r"\label{tab:continuation}" in tex and tex.count(r" \\") == 3  # header and two rows
+    assert "moved validation accuracy by +5.0 points (77.0 to 82.0" in tex
+    assert "judged in their class by -8.0 points" in tex and "panda 20.0" in tex
+    (out / "continuation.tex").unlink()
+    assert main(["--out", str(out)]) == 0 and (out / "continuation.tex").read_text() == tex
+    assert main(["--out", str(tmp_path / "empty")]) == 2
+    assert main(["--out", str(out), "--row", "x", str(tmp_path / "nowhere"), *control[2:]]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_no_comparison_without_a_control_of_equal_epochs(tmp_path: Path) -> None:
+    from pcnn.reporting.continuation import row_record
+
+    hybrid = row_record(*fake_row(tmp_path, "hybrid", 0.01, 0.82, 0.55))
+    assert "moved validation accuracy" not in continuation_tex({"rows": [hybrid]})
