@@ -142,6 +142,12 @@ class TrainConfig:
             raise ValueError(f"train.disc_temperature must be > 0, got {self.disc_temperature}")
         if self.disc_start_epoch < 0:
             raise ValueError(f"train.disc_start_epoch must be >= 0, got {self.disc_start_epoch}")
+        if self.disc_weight > 0 and 0 < self.epochs <= self.disc_start_epoch:
+            raise ValueError(
+                f"train.disc_start_epoch ({self.disc_start_epoch}) is not before train.epochs"
+                f" ({self.epochs}): the hybrid term (disc_weight {self.disc_weight:g}) would never join;"
+                " lower it (it is 0-based)"
+            )
         if not self.disc_warmup_epochs >= 0:
             raise ValueError(f"train.disc_warmup_epochs must be >= 0, got {self.disc_warmup_epochs}")
 

@@ -12,7 +12,7 @@ import torch
 import pcnn.datasets.train_data
 from pcnn.commands.train_cli import add_train_parser
 from pcnn.datasets.train_data import epoch_order, focus_weights
-from pcnn.training.checkpoint import load_checkpoint
+from pcnn.training.checkpoint import load_checkpoint, save_checkpoint
 from pcnn.training.engine import lr_at, train
 from pcnn.training.finetune import LR_FACTOR, finetune, finetune_config
 from pcnn.workflow.runrecord import read_metrics
@@ -51,6 +51,19 @@ def test_finetune_config_lowers_the_lr_and_adds_augmentation(base_run: Path) -> 
         0.25,
     )
     assert config.train.epochs == 2 and config.model == tiny_config().model
+
+
+def test_a_fine_tune_counts_the_hybrid_start_in_its_own_epochs(base_run: Path, tmp_path: Path) -> None:
+    """The reference run's `disc_start_epoch` 70 counted its own 80 epochs; inherited by a 20-epoch
+    fine-tune it silently kept the hybrid term off for the whole run."""
+    state = load_checkpoint(base_run / "checkpoints" / "last.pt")
+    state["run_config"]["train"].update(epochs=80, disc_start_epoch=70)
+    checkpoint = save_checkpoint(tmp_path / "late_start.pt", state)
+    config = finetune_config(checkpoint, ["train.disc_weight=0.01"])
+    assert config.train.disc_start_epoch == 0 and config.train.objective_at(0).disc_weight == 0.01
+    with pytest.raises(ValueError, match="would never join"):
+        finetune_config(checkpoint, ["train.disc_weight=0.01", "train.disc_start_epoch=70"])
+    assert finetune_config(checkpoint, ["train.disc_start_epoch=70"]).train.disc_weight == 0  # inert: allowed
 
 
 def test_finetune_selects_on_the_holdout_and_stops_early(
