@@ -69,6 +69,18 @@ def test_short_variants_of_the_cpu_profile_are_not_compiled() -> None:
     assert not resolve_compile(short.train, cpu) and resolve_compile(long.train, cpu)
 
 
+def test_the_hybrid_variant_trains_the_hybrid_term_from_its_first_step() -> None:
+    """On the `long` base (hybrid start 70 of 80 epochs) a 150-step `+hybrid` row once stayed generative."""
+    base = profile("long")
+    config = variant_config(
+        base, "gated-bias+hybrid", {"max_steps": 150}, seed=0, eval_subset=0, polyak_decay=0.9
+    )
+    assert (
+        config.train.disc_weight == HYBRID_WEIGHT
+        and config.train.objective_at(0).disc_weight == HYBRID_WEIGHT
+    )
+
+
 @pytest.mark.parametrize("name", ["gated", "gated-bias+fast", "gated-bias+hybrid+generative"])
 def test_variant_config_rejects_unknown_names(name: str) -> None:
     with pytest.raises(ValueError, match="ablation variant"):

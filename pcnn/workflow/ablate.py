@@ -89,6 +89,8 @@ def variant_config(
         "train.sample_every=0",
         "train.checkpoint_every=0",
     ]
+    if disc_weight > 0:  # a short budget never reaches a late start of the base (the `long` profile's 70)
+        overrides.append("train.disc_start_epoch=0")
     config = apply_overrides(base, overrides)
     config.name = f"{base.name}-ablation-{name}"
     return config
