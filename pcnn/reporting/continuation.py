@@ -48,9 +48,7 @@ def row_record(label: str, run: str | Path, evaluation: str | Path, sweep: str |
         "objective": _objective(train),
         "epochs": last.get("epoch"),
         "steps": last.get("step"),
-        "evaluation": {
-            k: measured.get(k) for k in ("n", "accuracy", "accuracy_ci95", "macro_f1", "bits_per_dim")
-        },
+        "evaluation": {k: measured.get(k) for k in EVALUATION_KEYS},
         "samples": {
             "n": setting["n"],
             "judge_accuracy": judged["judge"]["accuracy"],
