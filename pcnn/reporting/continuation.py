@@ -61,10 +61,19 @@ def row_record(label: str, run: str | Path, evaluation: str | Path, sweep: str |
     }
 
 
-def _row_tex(row: Mapping[str, Any]) -> str:
-    ev, samples = row["evaluation"], row["samples"]
+def sample_cells(samples: Mapping[str, Any]) -> list[str]:
+    """Table cells of a row's samples: judged in class with its interval, the weakest class, the FID."""
     weakest = min(samples["per_class"], key=samples["per_class"].get)
     fid = samples.get("matched_fid")
+    return [
+        f"{fmt_pct(samples['overall'])} {fmt_ci(samples['overall_ci95'])}",
+        f"{tex_escape(weakest)} {fmt_pct(samples['per_class'][weakest])}",
+        f"{fid['model']:.1f} ({fid['floor']:.1f})" if fid else "--",
+    ]
+
+
+def _row_tex(row: Mapping[str, Any]) -> str:
+    ev = row["evaluation"]
     cells = [
         tex_escape(row["label"]),
         tex_escape(row["objective"]),
@@ -72,9 +81,7 @@ def _row_tex(row: Mapping[str, Any]) -> str:
         f"{fmt_pct(ev['accuracy'])} {fmt_ci(ev['accuracy_ci95'])}",
         f"{ev['macro_f1']:.3f}",
         f"{ev['bits_per_dim']:.3f}",
-        f"{fmt_pct(samples['overall'])} {fmt_ci(samples['overall_ci95'])}",
-        f"{tex_escape(weakest)} {fmt_pct(samples['per_class'][weakest])}",
-        f"{fid['model']:.1f} ({fid['floor']:.1f})" if fid else "--",
+        *sample_cells(row["samples"]),
     ]
     return "    " + " & ".join(cells) + r" \\"
 

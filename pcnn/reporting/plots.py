@@ -272,6 +272,27 @@ def training_curves_figure(
     return fig
 
 
+def run_curves_figure(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], title: str = "Validation over training"
+) -> Figure:
+    """Validation bits/dim and accuracy per epoch of several runs (points: `epoch`, `bits_per_dim`,
+    `accuracy`), on shared epoch axes: runs compared at equal epochs."""
+    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.4, 1, 2, sharex=True)
+    for (name, points), color in zip(curves.items(), colors(len(curves))):
+        epochs = [p["epoch"] for p in points]
+        style = {"color": color, "ms": 3, "lw": 1.2, "label": name}
+        ax_bpd.plot(epochs, [p["bits_per_dim"] for p in points], "o-", **style)
+        ax_acc.plot(epochs, [100 * p["accuracy"] for p in points], "o-", **style)
+    ax_bpd.set_ylabel("validation bits/dim")
+    ax_acc.set_ylabel("validation accuracy (%)")
+    for ax in (ax_bpd, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_bpd.legend(frameon=False, fontsize=6.5)
+    fig.suptitle(title)
+    return fig
+
+
 def hybrid_start(
     metrics: Sequence[Mapping[str, Any]], start_epoch: int | None = None
 ) -> tuple[float, int] | None:

@@ -1,0 +1,198 @@
+"""The report's comparison of model widths: the same profile trained with more filters, at equal epochs.
+
+The reference is small (40 filters) and underfits: its validation bits/dim are still falling at 80
+epochs and its samples carry colour and texture but no object. Width is the capacity lever a CPU can
+measure. A wider run is compared where the comparison is fair, at the epochs both runs have evaluated
+(the `long` profile's learning rate decays per epoch, so the first E epochs follow the same schedule
+whatever the run's total), and its samples are judged like the reference's. Each row names a run folder
+(`config.json`, `metrics.jsonl`), the `pcnn evaluate` JSON of its last checkpoint on the validation split
+and a `python -m pcnn.temperature_sweep` folder (`sweep.json`, setting `1.0`), as in
+`pcnn.reporting.continuation`. `python -m pcnn.reporting.width --out DIR --row ...` writes `width.json`,
+`width.tex` (what the report prints) and `width_curves.pdf/.png`; without `--row` it rewrites the `.tex`
+and the figure from the folder's record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pcnn.config import ModelConfig
+from pcnn.core.model import build_model
+from pcnn.reporting.continuation import row_record, sample_cells
+from pcnn.reporting.plots import run_curves_figure, save_figure
+from pcnn.reporting.report import fmt_ci, fmt_pct, tex_escape
+from pcnn.workflow.runrecord import read_metrics
+
+FIGURE = "width_curves"
+
+
+def parameter_count(model: Mapping[str, Any]) -> int:
+    """Trainable parameters of the network a run's `config.json` "model" section describes."""
+    network = build_model(ModelConfig(**model))
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)
+
+
+def validation_curve(run: str | Path) -> list[dict[str, float]]:
+    """(epoch, validation bits/dim, validation accuracy) of every evaluation in a run's metrics.jsonl."""
+    return [
+        {"epoch": m["epoch"], "bits_per_dim": m["val_bits_per_dim"], "accuracy": m["val_accuracy"]}
+        for m in read_metrics(run)
+        if "val_bits_per_dim" in m and "val_accuracy" in m
+    ]
+
+
+def width_row(label: str, run: str | Path, evaluation: str | Path, sweep: str | Path) -> dict[str, Any]:
+    """A continuation-style row with the network's width, size and validation curve added."""
+    model = json.loads((Path(run) / "config.json").read_text())["model"]
+    return {
+        **row_record(label, run, evaluation, sweep),
+        "filters": model["nr_filters"],
+        "parameters": parameter_count(model),
+        "curve": validation_curve(run),
+    }
+
+
+def equal_epoch(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Every row's validation point at the last epoch that all rows evaluated (None when they share none)."""
+    shared = set.intersection(*({p["epoch"] for p in row["curve"]} for row in rows)) if rows else set()
+    if not shared:
+        return None
+    epoch = max(shared)
+    return {
+        "epoch": epoch,
+        "points": [next(p for p in row["curve"] if p["epoch"] == epoch) for row in rows],
+    }
+
+
+def _row_tex(row: Mapping[str, Any]) -> str:
+    ev = row["evaluation"]
+    cells = [
+        tex_escape(row["label"]),
+        str(row["filters"]),
+        f"{row['parameters'] / 1e6:.2f}M",
+        str(row["epochs"]),
+        f"{fmt_pct(ev['accuracy'])} {fmt_ci(ev['accuracy_ci95'])}",
+        f"{ev['bits_per_dim']:.3f}",
+        *sample_cells(row["samples"]),
+    ]
+    return "    " + " & ".join(cells) + r" \\"
+
+
+def _comparison(rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any] | None) -> str:
+    """The wider rows against the first, at equal epochs (curves) and at their last checkpoints (samples)."""
+    if shared is None or len(rows) < 2:
+        return ""
+    base, base_point = rows[0], shared["points"][0]
+    parts = [
+        f"{row['filters']} filters reach {point['bits_per_dim']:.3f} bits/dim and"
+        f" {fmt_pct(point['accuracy'])}\\pct{{}} accuracy"
+        for row, point in zip(rows[1:], shared["points"][1:])
+    ]
+    samples = [
+        f"{fmt_pct(row['samples']['overall'])}\\pct{{}} after {row['epochs']} epochs"
+        f" with {row['filters']} filters"
+        for row in rows[1:]
+    ]
+    return (
+        f"After {shared['epoch']} epochs, {'; '.join(parts)}, where {base['filters']} filters reach"
+        f" {base_point['bits_per_dim']:.3f} and {fmt_pct(base_point['accuracy'])}\\pct{{}}. Samples judged in"
+        f" their class: {'; '.join(samples)}, against {fmt_pct(base['samples']['overall'])}\\pct{{}} after"
+        f" {base['epochs']} epochs with {base['filters']}."
+    )
+
+
+def width_tex(record: Mapping[str, Any], folder: str = "width") -> str:
+    """A LaTeX paragraph, table and figure of the width `record` (`folder`: its path in the figures)."""
+    rows = record["rows"]
+    first = rows[0]["samples"]
+    body = "\n".join(_row_tex(row) for row in rows)
+    header = " & ".join(
+        [
+            "model",
+            "filters",
+            "parameters",
+            "epochs",
+            r"accuracy \% [95\% CI]",
+            "bits/dim",
+            r"judged in class \% [95\% CI]",
+            "weakest class \\%",
+            "FID (floor)",
+        ]
+    )
+    return rf"""\paragraph{{Model width.}} The reference network is small and still improving at 80
+epochs, so capacity is the lever left to measure on a CPU: the same profile with more filters
+(Table~\ref{{tab:width}}, Figure~\ref{{fig:width}}). The learning rate decays per epoch, so both runs
+follow the same schedule over the epochs they share. Accuracy and bits/dim of the last checkpoints are on
+the {rows[0]["evaluation"]["n"]} validation images (bootstrap 95\pct{{}} intervals); {first["n"]} samples
+per model ($T = 1$, no guidance) are judged by the same baseline CNN, and the FID is the matched
+protocol's. {_comparison(rows, record.get("equal_epoch"))}
+
+\begin{{table}}[htbp]
+  \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
+  \caption{{Model width: the last checkpoint of each run, its classifier and its samples.}}
+  \label{{tab:width}}
+  \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{lrrrrrrrr}}
+    \hline
+    {header} \\
+    \hline
+{body}
+    \hline
+  \end{{tabular}}}}
+\end{{table}}
+
+\begin{{figure}}[htbp]
+  \centering
+  \includegraphics[width=\linewidth]{{{folder}/{FIGURE}.pdf}}
+  \caption{{Validation bits/dim and accuracy over training, per width (Polyak-averaged weights).}}
+  \label{{fig:width}}
+\end{{figure}}
+"""
+
+
+def write_outputs(record: Mapping[str, Any], out: Path) -> None:
+    """The report's paragraph and the curves figure of `record`, into `out`."""
+    (out / "width.tex").write_text(width_tex(record, folder=out.name))
+    curves = {f"{row['label']} ({row['filters']} filters)": row["curve"] for row in record["rows"]}
+    save_figure(run_curves_figure(curves, title="Validation over training, per width"), out / FIGURE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pcnn.reporting.width",
+        description="Write the report's model-width comparison: width.json, width.tex and the curves figure.",
+    )
+    parser.add_argument("--out", required=True, help="folder for width.json, width.tex and the figure")
+    parser.add_argument(
+        "--row",
+        nargs=4,
+        action="append",
+        metavar=("LABEL", "RUN", "EVALUATION", "SWEEP"),
+        help="a row: its label, run folder, `pcnn evaluate` JSON (validation) and sweep folder; the first"
+        " row is the baseline the others are compared with (repeatable); none: rewrite from width.json",
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    record_path = out / "width.json"
+    try:
+        if args.row:
+            rows = [width_row(*row) for row in args.row]
+            record = {"rows": rows, "equal_epoch": equal_epoch(rows)}
+            out.mkdir(parents=True, exist_ok=True)
+            record_path.write_text(json.dumps(record, indent=2) + "\n")
+        else:
+            record = json.loads(record_path.read_text())
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_outputs(record, out)
+    print(f"wrote {out / 'width.tex'} and {out / FIGURE}.pdf")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

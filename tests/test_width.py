@@ -1,0 +1,65 @@
+"""`python -m pcnn.reporting.width`: runs of different widths compared at equal epochs, from their records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pcnn.reporting.width import equal_epoch, main, parameter_count, width_row, width_tex
+from tests.test_continuation import fake_row
+
+TINY = {"nr_resnet": 1, "nr_logistic_mix": 2, "num_classes": 4, "image_size": 8, "dropout": 0.0}
+
+
+def width_run(root: Path, name: str, filters: int, bpd: dict[int, float], judged: float) -> list[str]:
+    """A run of `filters` filters whose validation bits/dim per epoch are `bpd` (accuracy 0.5 + bpd/100)."""
+    row = fake_row(root, name, 0.0, 0.77, judged)
+    run = Path(row[1])
+    (run / "config.json").write_text(
+        json.dumps({"model": {**TINY, "nr_filters": filters}, "train": {"disc_weight": 0.0}})
+    )
+    lines = [
+        {"epoch": e, "step": 100 * e, "val_bits_per_dim": b, "val_accuracy": 0.5 + b / 100}
+        for e, b in bpd.items()
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    return row
+
+
+def test_the_wider_run_is_compared_at_the_last_epoch_both_evaluated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = width_run(tmp_path, "base", 4, {5: 4.5, 10: 4.1, 15: 4.0, 20: 3.9}, judged=0.6)
+    wide = width_run(tmp_path, "wide", 8, {5: 4.3, 10: 3.95}, judged=0.7)
+    out = tmp_path / "width"
+    assert main(["--out", str(out), "--row", *base, "--row", *wide]) == 0
+    record = json.loads((out / "width.json").read_text())
+    assert [r["filters"] for r in record["rows"]] == [4, 8]
+    assert record["rows"][1]["parameters"] > record["rows"][0]["parameters"]
+    assert record["equal_epoch"]["epoch"] == 10
+    assert [p["bits_per_dim"] for p in record["equal_epoch"]["points"]] == [4.1, 3.95]
+    tex = (out / "width.tex").read_text()
+    assert r"\label{tab:width}" in tex and "width/width_curves.pdf" in tex
+    assert "After 10 epochs, 8 filters reach 3.950 bits/dim" in tex and "4 filters reach 4.100" in tex
+    assert (out / "width_curves.pdf").is_file() and (out / "width_curves.png").is_file()
+    (out / "width.tex").unlink()
+    assert main(["--out", str(out)]) == 0 and (out / "width.tex").read_text() == tex
+    assert main(["--out", str(tmp_path / "empty")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_runs_without_a_shared_epoch_get_no_comparison(tmp_path: Path) -> None:
+    rows = [
+        width_row(*width_run(tmp_path, "a", 4, {5: 4.5}, judged=0.6)),
+        width_row(*width_run(tmp_path, "b", 8, {10: 4.0}, judged=0.6)),
+    ]
+    assert equal_epoch(rows) is None
+    assert "After" not in width_tex({"rows": rows, "equal_epoch": None})
+
+
+def test_parameter_count_grows_with_the_filters() -> None:
+    counts = [parameter_count({**TINY, "nr_filters": f}) for f in (4, 8)]
+    assert 0 < counts[0] < counts[1]
