@@ -10,13 +10,15 @@ import pytest
 from pcnn.reporting.continuation import continuation_tex, main
 
 
-def fake_row(root: Path, name: str, disc_weight: float, accuracy: float, judged: float) -> list[str]:
+def fake_row(
+    root: Path, name: str, disc_weight: float, accuracy: float, judged: float, dropout: float = 0.0
+) -> list[str]:
     """A run folder, its evaluation JSON and its sweep folder, as `pcnn train`, `pcnn evaluate` and the
     sweep write them (only the fields the table reads)."""
     run = root / name
     run.mkdir(parents=True)
     train = {"disc_weight": disc_weight, "disc_warmup_epochs": 5 if disc_weight else 0}
-    (run / "config.json").write_text(json.dumps({"train": train}))
+    (run / "config.json").write_text(json.dumps({"model": {"dropout": dropout}, "train": train}))
     (run / "metrics.jsonl").write_text(json.dumps({"epoch": 20, "step": 4680, "val_accuracy": 0.5}) + "\n")
     evaluation = root / f"{name}_eval.json"
     evaluation.write_text(
@@ -52,16 +54,19 @@ def test_the_table_sets_the_hybrid_beside_its_control_and_is_rewritten_from_its_
     monkeypatch.chdir(tmp_path)
     control = fake_row(tmp_path, "control", 0.0, 0.77, 0.63)
     hybrid = fake_row(tmp_path, "hybrid", 0.01, 0.82, 0.55)
+    dropout = fake_row(tmp_path, "dropout", 0.0, 0.74, 0.60, dropout=0.1)
     out = tmp_path / "table"
-    assert main(["--out", str(out), "--row", *control, "--row", *hybrid]) == 0
+    assert main(["--out", str(out), "--row", *control, "--row", *hybrid, "--row", *dropout]) == 0
     record = json.loads((out / "continuation.json").read_text())
-    assert [r["objective"] for r in record["rows"]] == ["likelihood", "hybrid 0.01, warm-up 5 ep."]
+    objectives = [r["objective"] for r in record["rows"]]
+    assert objectives == ["likelihood", "hybrid 0.01, warm-up 5 ep.", "likelihood, dropout 0.1"]
     assert record["rows"][1]["evaluation"]["accuracy_ci95"] == pytest.approx([0.79, 0.85])
     assert record["rows"][0]["run"] == "<checkout>/control"  # no folder of this machine
     tex = (out / "continuation.tex").read_text()
-    assert r"\label{tab:continuation}" in tex and tex.count(r" \\") == 3  # header and two rows
+    assert r"\label{tab:continuation}" in tex and tex.count(r" \\") == 4  # header and three rows
     assert "moved validation accuracy by +5.0 points (77.0 to 82.0" in tex
     assert "judged in their class by -8.0 points" in tex and "panda 20.0" in tex
+    assert "dropout 0.1 moved validation accuracy by -3.0 points (77.0 to 74.0" in tex
     (out / "continuation.tex").unlink()
     assert main(["--out", str(out)]) == 0 and (out / "continuation.tex").read_text() == tex
     assert main(["--out", str(tmp_path / "empty")]) == 2

@@ -104,6 +104,27 @@ def test_finetune_selects_on_the_holdout_and_stops_early(
     assert any(not torch.equal(start[k], tuned[k]) for k in start)
 
 
+def test_a_fine_tune_may_change_the_dropout_rate_but_not_the_network(
+    base_run: Path,
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    checkpoint = base_run / "checkpoints" / "last.pt"
+    base = load_checkpoint(checkpoint)["model_config"]
+    dropout = 0.3 if base["dropout"] != 0.3 else 0.1
+    kwargs = {"data_dir": data_dir, "progress": False}
+    result = finetune(
+        checkpoint,
+        run_dir=tmp_path / "a",
+        overrides=["train.max_steps=1", f"model.dropout={dropout}"],
+        **kwargs,
+    )
+    assert load_checkpoint(result.last_checkpoint)["model_config"]["dropout"] == dropout
+    wider = f"model.nr_filters={base['nr_filters'] + 1}"
+    with pytest.raises(ValueError, match="only model.dropout may change"):
+        finetune(checkpoint, run_dir=tmp_path / "b", overrides=["train.max_steps=1", wider], **kwargs)
+
+
 def test_finetune_cli(base_run: Path, data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     parser = argparse.ArgumentParser(prog="pcnn")
     add_train_parser(parser.add_subparsers())

@@ -26,18 +26,24 @@ EVALUATION_KEYS = ("n", "accuracy", "accuracy_ci95", "macro_f1", "bits_per_dim")
 SAMPLE_SETTING = "1.0"  # the model's own distribution: temperature 1, no guidance
 
 
-def _objective(train: Mapping[str, Any]) -> str:
+def _objective(config: Mapping[str, Any]) -> str:
+    """The training objective of a run's config, with the dropout rate where the run used dropout."""
+    train = config["train"]
     weight = train.get("disc_weight") or 0.0
-    if weight <= 0:
-        return "likelihood"
     warmup = train.get("disc_warmup_epochs") or 0
-    return f"hybrid {weight:g}" + (f", warm-up {warmup:g} ep." if warmup else "")
+    objective = (
+        "likelihood"
+        if weight <= 0
+        else f"hybrid {weight:g}" + (f", warm-up {warmup:g} ep." if warmup else "")
+    )
+    dropout = config.get("model", {}).get("dropout") or 0.0
+    return objective + (f", dropout {dropout:g}" if dropout else "")
 
 
 def row_record(label: str, run: str | Path, evaluation: str | Path, sweep: str | Path) -> dict[str, Any]:
     """One row's numbers, read from the run's own records, its evaluation JSON and its sweep."""
     run = Path(run)
-    train = json.loads((run / "config.json").read_text())["train"]
+    config = json.loads((run / "config.json").read_text())
     last = (read_metrics(run) or [{}])[-1]
     measured = json.loads(Path(evaluation).read_text())
     judged = json.loads((Path(sweep) / "sweep.json").read_text())
@@ -45,7 +51,7 @@ def row_record(label: str, run: str | Path, evaluation: str | Path, sweep: str |
     return {
         "label": label,
         "run": portable(str(run), machine_roots(checkout=Path.cwd())),
-        "objective": _objective(train),
+        "objective": _objective(config),
         "epochs": last.get("epoch"),
         "steps": last.get("step"),
         "evaluation": {k: measured.get(k) for k in EVALUATION_KEYS},
@@ -90,24 +96,31 @@ def _points(a: float, b: float) -> str:
     return f"{100 * (b - a):+.1f}"
 
 
-def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
-    """What the first hybrid row changed against a likelihood row of equal epochs (its control), in words."""
-    hybrid = next((r for r in rows if r["objective"].startswith("hybrid")), None)
-    control = next(
-        (r for r in rows if hybrid and r["objective"] == "likelihood" and r["epochs"] == hybrid["epochs"]),
-        None,
-    )
-    if control is None or hybrid is None:
-        return ""
-    c, h = control["evaluation"], hybrid["evaluation"]
-    cs, hs = control["samples"], hybrid["samples"]
+def _moved(control: Mapping[str, Any], row: Mapping[str, Any], what: str) -> str:
+    """One sentence: what `row` changed against its `control`, in points and bits/dim."""
+    c, r = control["evaluation"], row["evaluation"]
     return (
-        "At equal epochs, the hybrid term moved validation accuracy by"
-        f" {_points(c['accuracy'], h['accuracy'])}"
-        f" points ({fmt_pct(c['accuracy'])} to {fmt_pct(h['accuracy'])}\\pct), bits/dim by"
-        f" {h['bits_per_dim'] - c['bits_per_dim']:+.3f}, and the share of samples judged in their class by"
-        f" {_points(cs['overall'], hs['overall'])} points."
+        f"At equal epochs, {what} moved validation accuracy by"
+        f" {_points(c['accuracy'], r['accuracy'])}"
+        f" points ({fmt_pct(c['accuracy'])} to {fmt_pct(r['accuracy'])}\\pct), bits/dim by"
+        f" {r['bits_per_dim'] - c['bits_per_dim']:+.3f}, and the share of samples judged in their class by"
+        f" {_points(control['samples']['overall'], row['samples']['overall'])} points."
     )
+
+
+def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the first hybrid row and the first dropout row changed against a likelihood row of equal
+    epochs without dropout (their control), in words."""
+    sentences = []
+    for prefix, what in (("hybrid", "the hybrid term"), ("likelihood, dropout", "")):
+        row = next((r for r in rows if r["objective"].startswith(prefix)), None)
+        control = next(
+            (r for r in rows if row and r["objective"] == "likelihood" and r["epochs"] == row["epochs"]),
+            None,
+        )
+        if row is not None and control is not None:
+            sentences.append(_moved(control, row, what or row["objective"].split(", ")[-1]))
+    return " ".join(sentences)
 
 
 def continuation_tex(record: Mapping[str, Any]) -> str:
@@ -130,12 +143,13 @@ def continuation_tex(record: Mapping[str, Any]) -> str:
         ]
     )
     return rf"""\paragraph{{Continued training.}} The reference checkpoint trained further with a fresh
-optimiser under each objective (Table~\ref{{tab:continuation}}): the likelihood alone is the control for
-the hybrid term, which trains the Bayes classifier partly discriminatively, a departure from the course's
-generative classifier. Accuracy and bits/dim are on the {rows[0]["evaluation"]["n"]} validation images
-(bootstrap 95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) are judged by the
-same baseline CNN (classes {classes}; {fmt_pct(first["judge_accuracy"])}\pct{{}} on validation), and the
-FID is the matched protocol's. {_comparison(rows)}
+optimiser under each objective (Table~\ref{{tab:continuation}}): the likelihood alone, without dropout,
+is the control for dropout and for the hybrid term, which trains the Bayes classifier partly
+discriminatively, a departure from the course's generative classifier. Accuracy and bits/dim are on
+the {rows[0]["evaluation"]["n"]} validation images (bootstrap 95\pct{{}} intervals); {first["n"]} samples
+per model ($T = 1$, no guidance) are judged by the same baseline CNN (classes {classes};
+{fmt_pct(first["judge_accuracy"])}\pct{{}} on validation), and the FID is the matched protocol's.
+{_comparison(rows)}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}

@@ -120,9 +120,11 @@ class _Trainer:
 
     def _load_init_weights(self, path: Path) -> None:
         state = load_checkpoint(path)
-        if ModelConfig(**state["model_config"]) != self.mc:
+        # Dropout has no weights: a fine-tune may change its rate; anything else changes the network.
+        if dataclasses.replace(ModelConfig(**state["model_config"]), dropout=self.mc.dropout) != self.mc:
             raise ValueError(
-                f"{path}: its model config differs from this run's; fine-tune with the same model"
+                f"{path}: its model config differs from this run's; fine-tune the same network"
+                " (only model.dropout may change)"
             )
         self.model.load_state_dict(state["model"])
         self.init_ema = state.get("ema")
