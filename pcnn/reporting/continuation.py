@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,33 +166,48 @@ per model ($T = 1$, no guidance) are judged by the same baseline CNN (classes {c
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pcnn.reporting.continuation",
-        description="Write the report's table of continued training (continuation.json, continuation.tex).",
-    )
-    parser.add_argument("--out", required=True, help="folder for continuation.json and continuation.tex")
+def rows_cli(
+    argv: list[str] | None, *, name: str, description: str, build: Callable[[list[list[str]]], dict[str, Any]]
+) -> tuple[dict[str, Any], Path] | None:
+    """The command line shared by the row tables: `--out DIR --row LABEL RUN EVALUATION SWEEP ...` builds
+    the record from the rows (`build`) and writes `DIR/<name>.json`; without `--row` it reads that record
+    back. Returns the record and DIR, or None after printing what is missing."""
+    parser = argparse.ArgumentParser(prog=f"python -m pcnn.reporting.{name}", description=description)
+    parser.add_argument("--out", required=True, help=f"folder for {name}.json and what is written from it")
     parser.add_argument(
         "--row",
         nargs=4,
         action="append",
         metavar=("LABEL", "RUN", "EVALUATION", "SWEEP"),
-        help="a row: its label, run folder, `pcnn evaluate` JSON (validation) and sweep folder (repeatable);"
-        " none: rewrite continuation.tex from the folder's continuation.json",
+        help="a row: its label, run folder, `pcnn evaluate` JSON (validation) and sweep folder (repeatable;"
+        f" the first is the baseline); none: rewrite from the folder's {name}.json",
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
-    record_path = out / "continuation.json"
+    record_path = out / f"{name}.json"
     try:
         if args.row:
-            record = {"rows": [row_record(*row) for row in args.row]}
+            record = build(args.row)
             out.mkdir(parents=True, exist_ok=True)
             record_path.write_text(json.dumps(record, indent=2) + "\n")
         else:
             record = json.loads(record_path.read_text())
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return None
+    return record, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = rows_cli(
+        argv,
+        name="continuation",
+        description="Write the report's table of continued training (continuation.json, continuation.tex).",
+        build=lambda rows: {"rows": [row_record(*row) for row in rows]},
+    )
+    if parsed is None:
         return 2
+    record, out = parsed
     (out / "continuation.tex").write_text(continuation_tex(record))
     print(f"wrote {out / 'continuation.tex'}")
     return 0

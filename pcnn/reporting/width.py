@@ -14,7 +14,6 @@ and the figure from the folder's record.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 from pcnn.config import ModelConfig
 from pcnn.core.model import build_model
-from pcnn.reporting.continuation import row_record, sample_cells
+from pcnn.reporting.continuation import row_record, rows_cli, sample_cells
 from pcnn.reporting.plots import run_curves_figure, save_figure
 from pcnn.reporting.report import fmt_ci, fmt_pct, tex_escape
 from pcnn.workflow.runrecord import read_metrics
@@ -161,34 +160,21 @@ def write_outputs(record: Mapping[str, Any], out: Path) -> None:
     save_figure(run_curves_figure(curves, title="Validation over training, per width"), out / FIGURE)
 
 
+def _record(rows: list[list[str]]) -> dict[str, Any]:
+    built = [width_row(*row) for row in rows]
+    return {"rows": built, "equal_epoch": equal_epoch(built)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pcnn.reporting.width",
+    parsed = rows_cli(
+        argv,
+        name="width",
         description="Write the report's model-width comparison: width.json, width.tex and the curves figure.",
+        build=_record,
     )
-    parser.add_argument("--out", required=True, help="folder for width.json, width.tex and the figure")
-    parser.add_argument(
-        "--row",
-        nargs=4,
-        action="append",
-        metavar=("LABEL", "RUN", "EVALUATION", "SWEEP"),
-        help="a row: its label, run folder, `pcnn evaluate` JSON (validation) and sweep folder; the first"
-        " row is the baseline the others are compared with (repeatable); none: rewrite from width.json",
-    )
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    record_path = out / "width.json"
-    try:
-        if args.row:
-            rows = [width_row(*row) for row in args.row]
-            record = {"rows": rows, "equal_epoch": equal_epoch(rows)}
-            out.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps(record, indent=2) + "\n")
-        else:
-            record = json.loads(record_path.read_text())
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    if parsed is None:
         return 2
+    record, out = parsed
     write_outputs(record, out)
     print(f"wrote {out / 'width.tex'} and {out / FIGURE}.pdf")
     return 0
