@@ -81,6 +81,29 @@ def test_seed_ablation_runs_the_reduced_model_on_an_epoch_budget() -> None:
     assert ablation_base("cpu") == profile("cpu") and ablation_base("smoke") == profile("smoke")
 
 
+def test_wide_is_long_with_80_filters_on_the_same_schedule_and_ablates_the_40_filter_network() -> None:
+    import dataclasses
+
+    from pcnn.config import apply_overrides, profile
+    from pcnn.training.optimizer import lr_at
+
+    wide, long = profile("wide"), profile("long")
+    assert wide.model == dataclasses.replace(long.model, nr_filters=80)
+    changed = {
+        f.name
+        for f in dataclasses.fields(wide.train)
+        if getattr(wide.train, f.name) != getattr(long.train, f.name)
+    }
+    assert changed == {"epochs", "max_minutes", "last_checkpoint_minutes"}
+    # its 60 epochs are the first 60 of long's 80, so a long run with 80 filters stopped at 60 is this profile
+    assert wide.train.epochs < long.train.epochs
+    assert [lr_at(wide.train, e) for e in range(wide.train.epochs)] == [
+        lr_at(long.train, e) for e in range(60)
+    ]
+    ablated = apply_overrides(wide, stage_sizes("wide").ablation_overrides)
+    assert ablated.model == long.model
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.name for nb in NOTEBOOKS])
 def test_notebook_ran_and_wrote_its_declared_figures(build: dict, notebook: Notebook) -> None:
