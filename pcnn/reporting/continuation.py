@@ -1,4 +1,4 @@
-"""The report's table of continued training: the reference checkpoint trained further under different
+"""The report's table of continued training: one checkpoint (the first row) trained further under different
 objectives, each row with its classifier (validation) and its samples (judged, FID) side by side.
 
 The hybrid term trades bits/dim for accuracy, and the course asks for a generative classifier, so a
@@ -142,18 +142,19 @@ def continuation_tex(record: Mapping[str, Any]) -> str:
             "FID (floor)",
         ]
     )
-    return rf"""\paragraph{{Continued training.}} The reference checkpoint trained further with a fresh
-optimiser under each objective (Table~\ref{{tab:continuation}}): the likelihood alone, without dropout,
-is the control for dropout and for the hybrid term, which trains the Bayes classifier partly
-discriminatively, a departure from the course's generative classifier. Accuracy and bits/dim are on
-the {rows[0]["evaluation"]["n"]} validation images (bootstrap 95\pct{{}} intervals); {first["n"]} samples
-per model ($T = 1$, no guidance) are judged by the same baseline CNN (classes {classes};
-{fmt_pct(first["judge_accuracy"])}\pct{{}} on validation), and the FID is the matched protocol's.
+    return rf"""\paragraph{{Continued training.}} The checkpoint of the first row
+({tex_escape(rows[0]["label"])}) trained further with a fresh optimiser under each objective
+(Table~\ref{{tab:continuation}}): the likelihood alone, without dropout, is the control for dropout and
+for the hybrid term, which trains the Bayes classifier partly discriminatively, a departure from the
+course's generative classifier. Accuracy and bits/dim are on the {rows[0]["evaluation"]["n"]} validation
+images (bootstrap 95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) are judged
+by the same baseline CNN (classes {classes}; {fmt_pct(first["judge_accuracy"])}\pct{{}} on validation),
+and the FID is the matched protocol's.
 {_comparison(rows)}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
-  \caption{{Continued training of the reference checkpoint: the classifier and the samples of each model.}}
+  \caption{{Continued training of the first row's checkpoint: the classifier and the samples of each model.}}
   \label{{tab:continuation}}
   \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{llrrrrrrr}}
     \hline

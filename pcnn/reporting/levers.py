@@ -130,7 +130,7 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
-  \caption{{Sampling levers on the reference checkpoint. Judged in class: the first judge's share with
+  \caption{{Sampling levers on \texttt{{{checkpoint}}}. Judged in class: the first judge's share with
   its bootstrap 95\pct{{}} interval, and the range over all judges; per class: the first judge's share
   and, in parentheses, the range over all judges. Own: the model's Bayes classifier on its own samples.
   FID: matched protocol, with the real-data floor.}}
@@ -147,7 +147,7 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
 \begin{{figure}}[htbp]
   \centering
   \includegraphics[width=0.8\linewidth,height=0.28\textheight,keepaspectratio]{{{grid}}}
-  \caption{{Samples of the reference checkpoint at $T = {temperature:g}$, $w = {guidance:g}$, one row
+  \caption{{Samples of \texttt{{{checkpoint}}} at $T = {temperature:g}$, $w = {guidance:g}$, one row
   per class.}}
   \label{{fig:levers}}
 \end{{figure}}

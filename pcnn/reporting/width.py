@@ -1,9 +1,9 @@
 """The report's comparison of model widths: the same profile trained with more filters, at equal epochs.
 
-The reference is small (40 filters) and underfits: its validation bits/dim are still falling at 80
-epochs and its samples carry colour and texture but no object. Width is the capacity lever a CPU can
-measure. A wider run is compared where the comparison is fair, at the epochs both runs have evaluated
-(the `long` profile's learning rate decays per epoch, so the first E epochs follow the same schedule
+The 40-filter `long` model is small and underfits: its validation bits/dim are still falling at 80 epochs
+and its samples carry colour and texture but no object. Width is the capacity lever a CPU can measure. A
+wider run is compared where the comparison is fair, at the epochs both runs have evaluated (the `long`
+and `wide` profiles' learning rate decays per epoch, so the first E epochs follow the same schedule
 whatever the run's total), and its samples are judged like the reference's. Each row names a run folder
 (`config.json`, `metrics.jsonl`), the `pcnn evaluate` JSON of its last checkpoint on the validation split
 and a `python -m pcnn.temperature_sweep` folder (`sweep.json`, setting `1.0`), as in
@@ -123,13 +123,13 @@ def width_tex(record: Mapping[str, Any], folder: str = "width") -> str:
             "FID (floor)",
         ]
     )
-    return rf"""\paragraph{{Model width.}} The reference network is small and still improving at 80
-epochs, so capacity is the lever left to measure on a CPU: the same profile with more filters
-(Table~\ref{{tab:width}}, Figure~\ref{{fig:width}}). The learning rate decays per epoch, so both runs
-follow the same schedule over the epochs they share. Accuracy and bits/dim of the last checkpoints are on
-the {rows[0]["evaluation"]["n"]} validation images (bootstrap 95\pct{{}} intervals); {first["n"]} samples
-per model ($T = 1$, no guidance) are judged by the same baseline CNN, and the FID is the matched
-protocol's. {_comparison(rows, record.get("equal_epoch"))}
+    return rf"""\paragraph{{Model width.}} A network of {rows[0]["filters"]} filters is small and still
+improving after {rows[0]["epochs"]} epochs, so capacity is the lever left to measure on a CPU: the
+same schedule with more filters (Table~\ref{{tab:width}}, Figure~\ref{{fig:width}}). The learning rate
+decays per epoch, so both runs follow the same schedule over the epochs they share. Accuracy and
+bits/dim of the last checkpoints are on the {rows[0]["evaluation"]["n"]} validation images (bootstrap
+95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) are judged by the same
+baseline CNN, and the FID is the matched protocol's. {_comparison(rows, record.get("equal_epoch"))}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
