@@ -295,8 +295,9 @@ def _long() -> RunConfig:
 
 def _wide() -> RunConfig:
     """The `long` profile with twice the filters (3.6M parameters against 0.9M), stopped at epoch 60: every
-    sample measure and the accuracy beat the 40-filter model at equal epochs (docs/runs.md#model-width).
-    The learning rate decays per epoch, so its 60 epochs are the first 60 of an 80-epoch run."""
+    sample measure and the accuracy beat the 40-filter model at equal epochs
+    (docs/runs.md#model-width-80-filters-beside-the-references-40). The learning rate decays per epoch,
+    so its 60 epochs are the first 60 of an 80-epoch run."""
     long = _long()
     return RunConfig(
         name="wide",
