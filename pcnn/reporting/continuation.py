@@ -123,8 +123,9 @@ def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
     return " ".join(sentences)
 
 
-def continuation_tex(record: Mapping[str, Any]) -> str:
-    """A LaTeX paragraph and table of the continuation `record`."""
+def continuation_tex(record: Mapping[str, Any], label: str = "continuation") -> str:
+    """A LaTeX paragraph and table of the continuation `record`; `label` names the table (`tab:<label>`),
+    so that the continuations of several checkpoints can stand in one report."""
     rows = record["rows"]
     first = rows[0]["samples"]
     classes = ", ".join(tex_escape(c) for c in first["per_class"])
@@ -142,11 +143,12 @@ def continuation_tex(record: Mapping[str, Any]) -> str:
             "FID (floor)",
         ]
     )
-    return rf"""\paragraph{{Continued training.}} The checkpoint of the first row
-({tex_escape(rows[0]["label"])}) trained further with a fresh optimiser under each objective
-(Table~\ref{{tab:continuation}}): the likelihood alone, without dropout, is the control for dropout and
-for the hybrid term, which trains the Bayes classifier partly discriminatively, a departure from the
-course's generative classifier. Accuracy and bits/dim are on the {rows[0]["evaluation"]["n"]} validation
+    start = tex_escape(rows[0]["label"])
+    return rf"""\paragraph{{Continued training of {start}.}} The checkpoint of the first row trained
+further with a fresh optimiser under each objective (Table~\ref{{tab:{label}}}): the likelihood alone,
+without dropout, is the control for dropout and for the hybrid term, which trains the Bayes classifier
+partly discriminatively, a departure from the course's generative classifier. Accuracy and bits/dim are
+on the {rows[0]["evaluation"]["n"]} validation
 images (bootstrap 95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) are judged
 by the same baseline CNN (classes {classes}; {fmt_pct(first["judge_accuracy"])}\pct{{}} on validation),
 and the FID is the matched protocol's.
@@ -155,7 +157,7 @@ and the FID is the matched protocol's.
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
   \caption{{Continued training of the first row's checkpoint: the classifier and the samples of each model.}}
-  \label{{tab:continuation}}
+  \label{{tab:{label}}}
   \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{llrrrrrrr}}
     \hline
     {header} \\
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     record, out = parsed
-    (out / "continuation.tex").write_text(continuation_tex(record))
+    label = "".join(c if c.isalnum() else "-" for c in out.name)  # a folder name as a LaTeX label
+    (out / "continuation.tex").write_text(continuation_tex(record, label))
     print(f"wrote {out / 'continuation.tex'}")
     return 0
 
