@@ -204,8 +204,10 @@ def test_real_reference_selection_is_deterministic_and_disjoint(tmp_path: Path) 
     assert [label for _, label in a] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     b = fid.select_real_reference(root, n_per_class=3, seed=1, exclude=[r for r, _ in a])
     assert not {r for r, _ in a} & {r for r, _ in b}
-    with pytest.raises(ValueError, match="need 4"):
+    with pytest.raises(ValueError, match="need 4") as too_few:
         fid.select_real_reference(root, n_per_class=4, seed=0, exclude=[r for r, _ in a])
+    message = str(too_few.value)
+    assert str(root) in message and "PCNN_DATA_DIR" in message  # which data, and how to fix it
     images = fid.matched_real_reference(root, n_per_class=2, seed=0)
     assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32)
 

@@ -49,7 +49,8 @@ def select_real_reference(
         pool = sorted(by_class[label])
         if len(pool) < n_per_class:
             raise ValueError(
-                f"class {label} of the {split} split has only {len(pool)} images left, need {n_per_class}"
+                f"class {label} of the {split} split of {data_root} has only {len(pool)} images left,"
+                f" need {n_per_class} (fewer per class, or the real data: --data-dir or $PCNN_DATA_DIR)"
             )
         order = rng.permutation(len(pool))[:n_per_class]
         chosen.extend((pool[i], label) for i in order)
