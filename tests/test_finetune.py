@@ -57,10 +57,11 @@ def test_a_fine_tune_counts_the_hybrid_start_in_its_own_epochs(base_run: Path, t
     """The reference run's `disc_start_epoch` 70 counted its own 80 epochs; inherited by a 20-epoch
     fine-tune it silently kept the hybrid term off for the whole run."""
     state = load_checkpoint(base_run / "checkpoints" / "last.pt")
-    state["run_config"]["train"].update(epochs=80, disc_start_epoch=70)
+    state["run_config"]["train"].update(epochs=80, disc_start_epoch=70, disc_end_epoch=75)
     checkpoint = save_checkpoint(tmp_path / "late_start.pt", state)
     config = finetune_config(checkpoint, ["train.disc_weight=0.01"])
     assert config.train.disc_start_epoch == 0 and config.train.objective_at(0).disc_weight == 0.01
+    assert config.train.disc_end_epoch == 0, "the original run's anneal counted its own epochs too"
     with pytest.raises(ValueError, match="would never join"):
         finetune_config(checkpoint, ["train.disc_weight=0.01", "train.disc_start_epoch=70"])
     assert finetune_config(checkpoint, ["train.disc_start_epoch=70"]).train.disc_weight == 0  # inert: allowed

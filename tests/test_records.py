@@ -157,6 +157,104 @@ def test_publish_rewrites_old_records_and_copies_the_rest_as_they_are(tmp_path: 
     assert (dest / "ablation.json").read_text() == unchanged, "a record without paths keeps its bytes"
 
 
+def _finished_run(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A run folder, an evaluation folder and a sweep folder inside a checkout `tmp_path/repo`, whose
+    records name the checkout and the data folder `tmp_path/data` by their absolute paths."""
+    checkout, data = tmp_path / "repo", tmp_path / "data"
+    run = checkout / "build" / "run"
+    run.mkdir(parents=True)
+    command = ["pcnn", "finetune", "--checkpoint", str(checkout / "checkpoints" / "reference.pt")]
+    (run / "provenance.json").write_text(
+        json.dumps({"sessions": [{"command": command, "data_dir": str(data)}]})
+    )
+    (run / "config.json").write_text(json.dumps({"train": {"init_checkpoint": str(checkout / "c.pt")}}))
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"epoch": 1, "val_accuracy": 0.5, "data": str(data)}) + "\n"
+    )
+    (run / "train_loss.csv").write_text("step,loss\n1,0.5\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"weights")
+    evaluation, sweep = checkout / "build" / "eval", checkout / "build" / "judged"
+    evaluation.mkdir()
+    (evaluation / "validation_metrics.json").write_text(
+        json.dumps({"accuracy": 0.75, "checkpoint": str(run)})
+    )
+    (evaluation / "validation_log_likelihoods.csv").write_text("image,ll\n")
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"checkpoint": str(run / "checkpoints" / "last.pt")}))
+    (sweep / "samples_T1.png").write_bytes(b"png")
+    return checkout, run, evaluation, sweep
+
+
+def test_publish_run_copies_the_records_portable_and_refreshes_the_index(tmp_path: Path) -> None:
+    from pcnn.workflow.publish import publish_run
+
+    checkout, run, evaluation, sweep = _finished_run(tmp_path)
+    runs = tmp_path / "figures" / "runs"
+    (runs / "older").mkdir(parents=True)
+    (runs / "older" / "metrics.jsonl").write_text(json.dumps({"epoch": 3}) + "\n")
+    (runs / "README.md").write_text(runs_index(runs))
+    dest = runs / "new_run"
+    publish_run(
+        run,
+        dest,
+        evaluation=evaluation,
+        sweep=sweep,
+        data_root=tmp_path / "data",
+        checkout=checkout,
+        title="A test",
+    )
+    names = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert names == sorted(
+        [
+            "README.md",
+            "config.json",
+            "provenance.json",
+            "metrics.jsonl",
+            "train_loss.csv",
+            "validation_metrics.json",
+            "judged/sweep.json",
+            "judged/samples_T1.png",
+        ]
+    ), "records only: no checkpoint, no per-image log-likelihoods"
+    assert record_paths(dest, (str(tmp_path),)) == {}
+    session = json.loads((dest / "provenance.json").read_text())["sessions"][0]
+    assert session["command"][-1] == "checkpoints/reference.pt" and session["data_dir"] == "<CPEN455 data>"
+    assert json.loads((dest / "metrics.jsonl").read_text())["data"] == "<CPEN455 data>"
+    assert (
+        json.loads((dest / "judged" / "sweep.json").read_text())["checkpoint"]
+        == "build/run/checkpoints/last.pt"
+    )
+    assert (dest / "train_loss.csv").read_bytes() == (run / "train_loss.csv").read_bytes()
+    readme = (dest / "README.md").read_text()
+    assert readme.startswith("# A test\n") and "pcnn finetune --checkpoint checkpoints/reference.pt" in readme
+    index = (runs / "README.md").read_text()
+    assert index == runs_index(runs) and "[`new_run/`]" in index and "75.0" in index
+
+    (dest / "README.md").write_text("# Written by hand\n")
+    publish_run(run, dest, checkout=checkout)
+    assert (dest / "README.md").read_text() == "# Written by hand\n", "an existing README is the author's"
+
+
+def test_publish_run_refuses_folders_that_are_not_what_they_claim(tmp_path: Path) -> None:
+    from pcnn.workflow.publish import PublishError, publish_run
+
+    checkout, run, evaluation, sweep = _finished_run(tmp_path)
+    with pytest.raises(PublishError, match="not a run folder"):
+        publish_run(evaluation, tmp_path / "out", checkout=checkout)
+    with pytest.raises(PublishError, match="temperature_sweep"):
+        publish_run(run, tmp_path / "out", sweep=evaluation, checkout=checkout)
+    with pytest.raises(PublishError, match="pcnn evaluate"):
+        publish_run(run, tmp_path / "out", evaluation=sweep, checkout=checkout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcnn.runrecord", "publish", str(tmp_path / "nowhere"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "is not a run folder" in proc.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written for a refused publish"
+
+
 # ---------------------------------------------------------------------------------- committed records
 
 

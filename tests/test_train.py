@@ -566,6 +566,15 @@ def test_objective_at_keeps_the_likelihood_alone_before_disc_start_epoch() -> No
         TrainConfig(disc_start_epoch=-1)
 
 
+def test_objective_at_anneals_to_the_likelihood_from_disc_end_epoch() -> None:
+    tc = TrainConfig(disc_weight=0.01, disc_start_epoch=1, disc_end_epoch=3)
+    assert [tc.objective_at(e).disc_weight for e in range(5)] == [0.0, 0.01, 0.01, 0.0, 0.0]
+    assert [TrainConfig(disc_weight=0.01).objective_at(e).disc_weight for e in (0, 99)] == [0.01, 0.01]
+    for start, end in ((0, -1), (2, 2), (3, 1)):
+        with pytest.raises(ValueError, match="disc_end_epoch"):
+            TrainConfig(disc_weight=0.01, disc_start_epoch=start, disc_end_epoch=end)
+
+
 def test_disc_ramp_rises_linearly_over_the_warmup_from_the_start_epoch() -> None:
     tc = TrainConfig(disc_weight=0.01, disc_start_epoch=2, disc_warmup_epochs=2)
     # 4 batches per epoch: nothing before epoch 2, then 1/8, 2/8, ... of the weight, full from epoch 4 on
@@ -619,4 +628,23 @@ def test_hybrid_term_joins_at_its_epoch_and_resume_after_it_repeats_the_run(
     run = tmp_path / "resumed"
     train(tiny_config(**hybrid), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 11)
     train(tiny_config(**hybrid), data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert read_losses(run) == read_losses(whole.run_dir)
+
+
+def test_hybrid_term_ends_at_its_epoch_and_resume_after_it_repeats_the_run(
+    data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    annealed = dict(epochs=3, disc_weight=0.5, disc_fraction=0.5, disc_end_epoch=1)
+    whole = train(tiny_config(**annealed), data_dir=data_dir, run_dir=tmp_path / "whole", progress=False)
+    assert "the hybrid term ends" in capsys.readouterr().out
+    lines = read_metrics(whole.run_dir)
+    assert [m["disc_weight"] for m in lines] == [0.5, 0.0, 0.0]
+    assert lines[0]["train_loss"] > lines[0]["train_bits_per_dim"]  # likelihood plus cross-entropy
+    assert [m["train_loss"] == m["train_bits_per_dim"] for m in lines[1:]] == [True, True]  # likelihood alone
+    # stopped after the switch, a resumed run trains on the likelihood alone from its first step
+    run = tmp_path / "resumed"
+    train(
+        tiny_config(**annealed), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 11
+    )
+    train(tiny_config(**annealed), data_dir=data_dir, run_dir=run, progress=False, resume=True)
     assert read_losses(run) == read_losses(whole.run_dir)

@@ -4,7 +4,8 @@ The loss is the mean negative log-likelihood of the batch in **bits per dimensio
 by 3*H*W*ln 2), so the number in the logs is directly the bits/dim; with the hybrid objective
 (`disc_weight` > 0) the cross-entropy of the Bayes posterior (nats per image) on the first
 `disc_fraction` of the batch is added, weighted by `disc_weight` (its class log-likelihoods divided by
-`disc_temperature`), from epoch `disc_start_epoch` on (likelihood first).
+`disc_temperature`), from epoch `disc_start_epoch` on (likelihood first) until `disc_end_epoch` (then
+the likelihood alone again).
 
 Exact resume: a run's randomness is the model initialisation and dropout (torch's global generator,
 seeded from `seed`) and the data order and augmentation (pure functions of seed, epoch and position, see

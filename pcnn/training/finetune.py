@@ -4,7 +4,8 @@ A fine-tuning run is an ordinary training run whose config starts from the check
 - the weights start from the checkpoint (`init_checkpoint`), with a fresh Adam optimiser;
 - the learning rate is `LR_FACTOR` times the one the checkpoint last trained with, without the switch;
 - epochs count from 0, so the hybrid term (if `disc_weight` > 0) trains from the first epoch unless
-  `disc_start_epoch` is set again (the checkpoint's own start counted the original run's epochs);
+  `disc_start_epoch` is set again, and to the end unless `disc_end_epoch` is (the checkpoint's own
+  schedule counted the original run's epochs);
 - colour jitter and random crop join the augmentation (`finetune_augment`);
 - optionally the chosen classes are drawn with a fixed share of each epoch (`focus_classes`,
   `focus_share`, 90% by default), and a stratified part of the *training* split is held out to select
@@ -48,6 +49,7 @@ def finetune_config(
         lr=last_lr * LR_FACTOR,
         lr_switch_epoch=0,
         disc_start_epoch=0,  # counted in this run's epochs (module docstring)
+        disc_end_epoch=0,
         epochs=EPOCHS,
         max_steps=0,
         max_minutes=0.0,

@@ -104,13 +104,18 @@ class _Trainer:
         return make_train_step(self.wrapped, self.optimizer, train_config, ema=self.ema, dist_info=self.info)
 
     def _objective_for_epoch(self) -> None:
-        """Rebuild the step where the objective changes (`disc_start_epoch`); a resumed run starts with
-        the objective of its epoch."""
+        """Rebuild the step where the objective changes (`disc_start_epoch`, `disc_end_epoch`); a resumed
+        run starts with the objective of its epoch."""
         wanted = self.tc.objective_at(self.state.epoch)
         if wanted.disc_weight == self.step_fn.config.disc_weight:
             return
         self.step_fn.close()
         self.step_fn = self._make_step(wanted)
+        if wanted.disc_weight == 0:
+            _say(
+                f"epoch {self.state.epoch + 1}: the hybrid term ends; the likelihood trains alone", self.info
+            )
+            return
         warmup = f", reached over {wanted.disc_warmup_epochs:g} epochs" if wanted.disc_warmup_epochs else ""
         _say(
             f"epoch {self.state.epoch + 1}: the hybrid term joins the likelihood (disc_weight "

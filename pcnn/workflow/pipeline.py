@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pcnn.config import PROFILES, StageSizes, stage_sizes
+from pcnn.workflow.publish import RUN_RECORD_FILES
 from pcnn.workflow.results import Record, as_json, validate_record
 
 R = TypeVar("R", bound=Record)
@@ -504,25 +505,6 @@ def run_pipeline(
     return summary
 
 
-RUN_RECORD_FILES = ("config.json", "provenance.json", "metrics.jsonl", "train_loss.csv")
-
-
-def _copy_record(source: Path, dest: Path, roots: dict[str, str]) -> None:
-    """Copy one record; a JSON file that names folders of this machine is rewritten `portable` (a build
-    made before the records were portable), any other file is copied byte for byte."""
-    from pcnn.workflow.runrecord import portable
-
-    if source.suffix == ".json":
-        try:
-            data = json.loads(source.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if data is not None and portable(data, roots) != data:
-            dest.write_text(json.dumps(portable(data, roots), indent=2) + "\n")
-            return
-    shutil.copy2(source, dest)
-
-
 def publish(profile: str, build_dir: str | Path | None = None, target: str | Path | None = None) -> Path:
     """Copy a build's figures folder to the committed `figures/` (the reference run's figures).
 
@@ -530,6 +512,7 @@ def publish(profile: str, build_dir: str | Path | None = None, target: str | Pat
     provenance, metrics and loss log (`reference_run/`) and the ablation rows (`ablation.json`). JSON
     records are copied `portable` (`pcnn.workflow.runrecord`): committed files name no folder of this machine.
     """
+    from pcnn.workflow.publish import copy_record
     from pcnn.workflow.runrecord import machine_roots
 
     root = repo_root()
@@ -550,10 +533,10 @@ def publish(profile: str, build_dir: str | Path | None = None, target: str | Pat
         path = build / "runs" / "main" / name
         if path.is_file():
             run_record.mkdir(exist_ok=True)
-            _copy_record(path, run_record / name, roots)
+            copy_record(path, run_record / name, roots)
     ablation = build / "runs" / "ablation" / "ablation.json"
     if ablation.is_file():
-        _copy_record(ablation, dest / "ablation.json", roots)
+        copy_record(ablation, dest / "ablation.json", roots)
     return dest
 
 

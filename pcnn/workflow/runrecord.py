@@ -381,10 +381,20 @@ def write_runs_index(folder: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pcnn.runrecord FOLDER`: write FOLDER/README.md, the index of its run folders."""
+    """`python -m pcnn.runrecord FOLDER`: write FOLDER/README.md, the index of its run folders.
+    `python -m pcnn.runrecord publish RUN DEST ...` publishes a run's records (`pcnn.workflow.publish`)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pcnn.runrecord", description=main.__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["publish"]:
+        from pcnn.workflow.publish import main as publish_main
+
+        return publish_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m pcnn.runrecord",
+        description=main.__doc__,
+        epilog="python -m pcnn.runrecord publish --help: the options of publishing a run",
+    )
     parser.add_argument("folder", help="a folder of run folders, e.g. figures/runs")
     args = parser.parse_args(argv)
     if not Path(args.folder).is_dir():
