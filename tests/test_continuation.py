@@ -55,16 +55,24 @@ def test_the_table_sets_the_hybrid_beside_its_control_and_is_rewritten_from_its_
     control = fake_row(tmp_path, "control", 0.0, 0.77, 0.63)
     hybrid = fake_row(tmp_path, "hybrid", 0.01, 0.82, 0.55)
     dropout = fake_row(tmp_path, "dropout", 0.0, 0.74, 0.60, dropout=0.1)
+    halved = fake_row(tmp_path, "halved", 0.005, 0.80, 0.60)
     out = tmp_path / "continuation_wide"
-    assert main(["--out", str(out), "--row", *control, "--row", *hybrid, "--row", *dropout]) == 0
+    rows = ["--row", *control, "--row", *hybrid, "--row", *dropout, "--row", *halved]
+    assert main(["--out", str(out), *rows]) == 0
     record = json.loads((out / "continuation.json").read_text())
     objectives = [r["objective"] for r in record["rows"]]
-    assert objectives == ["likelihood", "hybrid 0.01, warm-up 5 ep.", "likelihood, dropout 0.1"]
+    assert objectives == [
+        "likelihood",
+        "hybrid 0.01, warm-up 5 ep.",
+        "likelihood, dropout 0.1",
+        "hybrid 0.005, warm-up 5 ep.",
+    ]
     assert record["rows"][1]["evaluation"]["accuracy_ci95"] == pytest.approx([0.79, 0.85])
     assert record["rows"][0]["run"] == "<checkout>/control"  # no folder of this machine
     tex = (out / "continuation.tex").read_text()
-    assert r"\label{tab:continuation-wide}" in tex and tex.count(r" \\") == 4  # header and three rows
-    assert "moved validation accuracy by +5.0 points (77.0 to 82.0" in tex
+    assert r"\label{tab:continuation-wide}" in tex and tex.count(r" \\") == 5  # header and four rows
+    assert "the hybrid term at weight 0.01 moved validation accuracy by +5.0 points (77.0 to 82.0" in tex
+    assert "the hybrid term at weight 0.005 moved validation accuracy by +3.0 points (77.0 to 80.0" in tex
     assert "judged in their class by -8.0 points" in tex and "panda 20.0" in tex
     assert "dropout 0.1 moved validation accuracy by -3.0 points (77.0 to 74.0" in tex
     (out / "continuation.tex").unlink()

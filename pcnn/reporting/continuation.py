@@ -109,17 +109,22 @@ def _moved(control: Mapping[str, Any], row: Mapping[str, Any], what: str) -> str
 
 
 def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
-    """What the first hybrid row and the first dropout row changed against a likelihood row of equal
-    epochs without dropout (their control), in words."""
+    """What each hybrid row and each dropout row changed against the first likelihood row of equal epochs
+    without dropout (their control), in words."""
     sentences = []
-    for prefix, what in (("hybrid", "the hybrid term"), ("likelihood, dropout", "")):
-        row = next((r for r in rows if r["objective"].startswith(prefix)), None)
+    for row in rows:
+        objective = row["objective"]
+        if objective.startswith("hybrid"):
+            what = "the hybrid term at weight " + objective.split(",")[0].split()[1]
+        elif objective.startswith("likelihood, dropout"):
+            what = objective.split(", ")[-1]
+        else:
+            continue
         control = next(
-            (r for r in rows if row and r["objective"] == "likelihood" and r["epochs"] == row["epochs"]),
-            None,
+            (r for r in rows if r["objective"] == "likelihood" and r["epochs"] == row["epochs"]), None
         )
-        if row is not None and control is not None:
-            sentences.append(_moved(control, row, what or row["objective"].split(", ")[-1]))
+        if control is not None:
+            sentences.append(_moved(control, row, what))
     return " ".join(sentences)
 
 
