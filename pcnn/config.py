@@ -103,9 +103,9 @@ class TrainConfig:
     # from `disc_start_epoch` on (step by step, so the compiled step is not rebuilt); 0 = full weight at once.
     disc_warmup_epochs: float = 0.0
     # Anneal: from this 0-based epoch on the likelihood trains alone again (0 = the hybrid term stays to the
-    # end). Four likelihood epochs after ten hybrid ones gave the wide build's samples back their class
-    # (55.2% -> 69.5% judged) and its bits/dim (3.568 -> 3.473), and its accuracy (85.7% -> 83.6%)
-    # (docs/runs.md, continued training of the wide build).
+    # end). Four likelihood epochs after ten hybrid ones took the wide build back to 69.5% judged and 83.6%
+    # accuracy (from 55.2% and 85.7%); 14 likelihood epochs alone reached 67.3%, so most of that is the
+    # epochs' (docs/runs.md, the anneal's 14-epoch control). No profile uses it.
     disc_end_epoch: int = 0
     grad_clip: float = 0.0  # 0 disables clipping
     last_checkpoint_minutes: float = 0.0  # write `last` at an epoch end at most this often; 0 = every epoch

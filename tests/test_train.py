@@ -586,6 +586,15 @@ def test_disc_ramp_rises_linearly_over_the_warmup_from_the_start_epoch() -> None
         TrainConfig(disc_warmup_epochs=-1)
 
 
+def assert_stopped_and_resumed_run_repeats(
+    config: RunConfig, data_dir: Path, run: Path, stop_step: int, whole: Path
+) -> None:
+    """Stopped after step `stop_step` and resumed, a run repeats the uninterrupted `whole` step for step."""
+    train(config, data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == stop_step)
+    train(config, data_dir=data_dir, run_dir=run, progress=False, resume=True)
+    assert read_losses(run) == read_losses(whole)
+
+
 def test_a_warming_hybrid_term_logs_its_weight_and_resumes_step_for_step(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -600,10 +609,9 @@ def test_a_warming_hybrid_term_logs_its_weight_and_resumes_step_for_step(
         progress=False,
     )
     assert read_losses(whole.run_dir)[0] < read_losses(full.run_dir)[0]  # 1/16 of the cross-entropy
-    run = tmp_path / "resumed"
-    train(tiny_config(**warm), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 5)
-    train(tiny_config(**warm), data_dir=data_dir, run_dir=run, progress=False, resume=True)
-    assert read_losses(run) == read_losses(whole.run_dir)
+    assert_stopped_and_resumed_run_repeats(
+        tiny_config(**warm), data_dir, tmp_path / "resumed", 5, whole.run_dir
+    )
 
 
 def test_hybrid_term_joins_at_its_epoch_and_resume_after_it_repeats_the_run(
@@ -625,10 +633,9 @@ def test_hybrid_term_joins_at_its_epoch_and_resume_after_it_repeats_the_run(
     )
     assert read_losses(plain.run_dir) == read_losses(whole.run_dir)[:8]
     # stopped after the switch, a resumed run trains with the hybrid term from its first step
-    run = tmp_path / "resumed"
-    train(tiny_config(**hybrid), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 11)
-    train(tiny_config(**hybrid), data_dir=data_dir, run_dir=run, progress=False, resume=True)
-    assert read_losses(run) == read_losses(whole.run_dir)
+    assert_stopped_and_resumed_run_repeats(
+        tiny_config(**hybrid), data_dir, tmp_path / "resumed", 11, whole.run_dir
+    )
 
 
 def test_hybrid_term_ends_at_its_epoch_and_resume_after_it_repeats_the_run(
@@ -642,9 +649,6 @@ def test_hybrid_term_ends_at_its_epoch_and_resume_after_it_repeats_the_run(
     assert lines[0]["train_loss"] > lines[0]["train_bits_per_dim"]  # likelihood plus cross-entropy
     assert [m["train_loss"] == m["train_bits_per_dim"] for m in lines[1:]] == [True, True]  # likelihood alone
     # stopped after the switch, a resumed run trains on the likelihood alone from its first step
-    run = tmp_path / "resumed"
-    train(
-        tiny_config(**annealed), data_dir=data_dir, run_dir=run, progress=False, on_step=lambda s, _: s == 11
+    assert_stopped_and_resumed_run_repeats(
+        tiny_config(**annealed), data_dir, tmp_path / "resumed", 11, whole.run_dir
     )
-    train(tiny_config(**annealed), data_dir=data_dir, run_dir=run, progress=False, resume=True)
-    assert read_losses(run) == read_losses(whole.run_dir)

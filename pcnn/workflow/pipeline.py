@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pcnn.config import PROFILES, StageSizes, stage_sizes
-from pcnn.workflow.publish import RUN_RECORD_FILES
+from pcnn.workflow.publish import RUN_RECORD_FILES, copy_record
 from pcnn.workflow.results import Record, as_json, validate_record
 
 R = TypeVar("R", bound=Record)
@@ -512,7 +512,6 @@ def publish(profile: str, build_dir: str | Path | None = None, target: str | Pat
     provenance, metrics and loss log (`reference_run/`) and the ablation rows (`ablation.json`). JSON
     records are copied `portable` (`pcnn.workflow.runrecord`): committed files name no folder of this machine.
     """
-    from pcnn.workflow.publish import copy_record
     from pcnn.workflow.runrecord import machine_roots
 
     root = repo_root()

@@ -31,23 +31,27 @@ class PublishError(ValueError):
 def copy_record(source: Path, dest: Path, roots: Mapping[str, str]) -> None:
     """Copy one record; a JSON (or JSON-lines) file that names folders of this machine is rewritten
     `portable`, any other file is copied byte for byte (the manifest's hashes stay valid)."""
+    lines = source.suffix == ".jsonl"
     if source.suffix in (".json", ".jsonl"):
-        text = source.read_text()
         try:
-            if source.suffix == ".json":
-                data = json.loads(text)
-                rewritten = portable(data, roots)
-                if rewritten != data:
-                    dest.write_text(json.dumps(rewritten, indent=2) + "\n")
-                    return
-            else:
-                lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-                rewritten_lines = [portable(line, roots) for line in lines]
-                if rewritten_lines != lines:
-                    dest.write_text("".join(json.dumps(line) + "\n" for line in rewritten_lines))
-                    return
+            text = source.read_text()
+            values = (
+                [json.loads(line) for line in text.splitlines() if line.strip()]
+                if lines
+                else [json.loads(text)]
+            )
         except (UnicodeDecodeError, json.JSONDecodeError):
-            pass  # not a record: copied as it is
+            values = None  # not a record: copied as it is
+        if values is not None:
+            rewritten = [portable(value, roots) for value in values]
+            if rewritten != values:
+                out = (
+                    "".join(json.dumps(v) + "\n" for v in rewritten)
+                    if lines
+                    else json.dumps(rewritten[0], indent=2) + "\n"
+                )
+                dest.write_text(out)
+                return
     shutil.copy2(source, dest)
 
 
@@ -106,7 +110,7 @@ def publish_run(
         if folder is None:
             continue
         found = _matching(Path(folder), patterns)
-        if not found or (patterns is SWEEP_FILES and not (Path(folder) / "sweep.json").is_file()):
+        if not any(path.match(patterns[0]) for path in found):  # the first pattern names the one it needs
             raise PublishError(f"{folder} is not a {what}")
         sources += [(path, target / path.name) for path in found]
     roots = {**machine_roots(data_root), str(Path(checkout) if checkout else Path.cwd()): ""}
