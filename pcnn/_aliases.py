@@ -42,6 +42,7 @@ ALIASES: dict[str, str] = {
     "pcnn.analysis": "pcnn.evaluation.analysis",
     "pcnn.partial": "pcnn.evaluation.partial",
     "pcnn.temperature_sweep": "pcnn.evaluation.temperature_sweep",
+    "pcnn.paired": "pcnn.evaluation.paired",
     "pcnn.course": "pcnn.evaluation.course",
     "pcnn.fid": "pcnn.evaluation.fid",
     "pcnn.pipeline": "pcnn.workflow.pipeline",

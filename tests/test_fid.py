@@ -250,6 +250,34 @@ def test_matched_protocol_scores_real_images_as_perfect(tmp_path: Path) -> None:
         fid.matched_protocol(real[:4], labels[:4], root, n_per_class=5, model=_PixelStats(), progress=False)
 
 
+def test_matched_protocol_reuses_the_real_features_a_caller_keeps(tmp_path: Path) -> None:
+    from pcnn.datasets import make_synthetic
+
+    root = make_synthetic(tmp_path / "data", counts={"train": 12, "validation": 2, "test": 2})
+    labels = torch.arange(4).repeat_interleave(5)
+    samples = torch.rand(20, 3, 32, 32) * 2 - 1
+    seen: list[int] = []
+
+    class _Counting(_PixelStats):
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+            seen.append(len(x))
+            return super().forward(x)
+
+    kept: dict = {}
+    runs = [
+        fid.matched_protocol(
+            samples, labels, root, n_per_class=5, model=_Counting(), progress=False, real_features=kept
+        )
+        for _ in range(2)
+    ]
+    assert sum(seen) == 3 * 20 + 20, "the second call runs the network on its samples only"
+    assert len(kept) == 2 and runs[0] == runs[1]
+    other_seed = fid.matched_protocol(
+        samples, labels, root, n_per_class=5, seed=1, model=_Counting(), progress=False, real_features=kept
+    )
+    assert len(kept) == 4 and other_seed["floor"] != runs[0]["floor"], "another real draw is not reused"
+
+
 # ------------------------------------------------------------------------------------------ weights
 
 

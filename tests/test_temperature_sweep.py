@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pcnn.datasets import make_synthetic
+from pcnn.evaluation.paired import main as paired_main
 from pcnn.evaluation.temperature_sweep import main
 from pcnn.reporting.levers import main as levers_main
 from pcnn.training.checkpoint import model_state, save_checkpoint
@@ -31,6 +32,10 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
     assert list(record["temperatures"]) == ["1.0", "1.0_w2", "0.5", "0.5_w2"]
     for judged in record["temperatures"].values():
         assert judged["n"] == 8 and 0.0 <= judged["overall"] <= 1.0 and len(judged["per_class"]) == 4
+        labels = [k for k in range(4) for _ in range(2)]
+        hits = [p == label for p, label in zip(judged["judge_predictions"], labels)]
+        assert sum(hits) / 8 == judged["overall"], "each sample's verdict, for paired comparisons"
+    assert paired_main([str(out / "sweep.json"), str(out / "sweep.json"), "--setting-b", "0.5"]) == 0
     assert record["temperatures"]["0.5_w2"]["guidance"] == 2.0
     assert record["judge"]["epochs_requested"] == 30 and record["judge"]["max_minutes"] == 0.02
     for judged in record["temperatures"].values():  # the model's own Bayes classifier judges them too

@@ -64,15 +64,18 @@ def judge_samples(
     fid_dims: int = 0,
     real_seed: int = 0,
     progress: bool = False,
+    real_features: dict | None = None,
 ) -> JudgedSamples:
     """Draw `per_class` samples of every class at one setting and judge them (module docstring).
 
     `judges` are predict functions of judges trained alike with different seeds: the first one's verdict is
-    `judge`; with more, `judge_seeds` lists every judge's shares, because on samples that are mostly
-    texture the verdict per class moves with the judge's seed far more than with the model.
+    `judge` (and, per sample, `judge_predictions`); with more, `judge_seeds` lists every judge's shares,
+    because on samples that are mostly texture the verdict per class moves with the judge's seed far more
+    than with the model.
 
     `fid_dims` > 0 with `data_root` also measures the matched-protocol FID/KID against the real images that
-    `real_seed` chooses (`fid.matched_protocol`; it needs the Inception weights). Guidance > 0 is not the
+    `real_seed` chooses (`fid.matched_protocol`; it needs the Inception weights; a `real_features` dict kept
+    across calls spares recomputing the real images' features). Guidance > 0 is not the
     model's own distribution (`pcnn.sampling.guided`); the record keeps the setting beside every number.
     """
     start = time.monotonic()
@@ -94,8 +97,12 @@ def judge_samples(
         "seed": seed,
         "sampling_s": seconds,
     }
-    verdicts = [class_consistency(judge, images, labels) for judge in judges]
+    first_predictions = judges[0](images)
+    verdicts = [class_consistency(lambda _: first_predictions, images, labels)]
+    verdicts += [class_consistency(judge, images, labels) for judge in judges[1:]]
     record["judge"] = verdicts[0]
+    # each sample's verdict, so that two sweeps of one seed compare in pairs (`pcnn.evaluation.paired`)
+    record["judge_predictions"] = torch.as_tensor(first_predictions).tolist()
     if len(verdicts) > 1:
         record["judge_seeds"] = {
             "overall": [v["overall"] for v in verdicts],
@@ -108,7 +115,15 @@ def judge_samples(
         record["own_classifier"] = class_consistency(lambda _: own, images, labels)
     if fid_dims and data_root is not None:
         matched = fid.matched_protocol(
-            images, labels, data_root, per_class, fid_dims, seed=real_seed, device=device, progress=progress
+            images,
+            labels,
+            data_root,
+            per_class,
+            fid_dims,
+            seed=real_seed,
+            device=device,
+            progress=progress,
+            real_features=real_features,
         )
         record["matched_fid"] = {
             "model": matched["model"]["fid"],

@@ -75,6 +75,7 @@ def sweep(
         "judges": judge_reports,
         "temperatures": {},
     }
+    real_features: dict = {}  # the real images' Inception features, computed for the first setting only
     for temperature, guidance in itertools.product(temperatures, guidances):
         key = str(temperature) + (f"_w{guidance:g}" if guidance else "")
         judged = judge_samples(
@@ -88,6 +89,7 @@ def sweep(
             data_root=data_dir,
             fid_dims=fid_dims,
             progress=True,
+            real_features=real_features,
         )
         images, labels, consistency = judged.images, judged.labels, judged.record["judge"]
         # the judge's numbers at the top level, as in records before the own classifier and FID joined them

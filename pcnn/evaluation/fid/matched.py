@@ -131,12 +131,15 @@ def matched_protocol(
     device: str | torch.device = "cpu",
     model: torch.nn.Module | None = None,
     progress: bool = True,
+    real_features: dict[tuple, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The matched protocol for a model, its real-data floor and both per class, from one feature pass.
 
     Real set A is `matched_real_reference(seed)` (what `matched_fid` compares samples with), set B the
     disjoint set of `matched_floor`. Returns `model` and `floor` (as `matched_fid` returns them) and
     `per_class`: {class index: {"model": FID of its samples vs its A images, "floor": B vs A}}.
+    `real_features`, a dict the caller keeps across calls, holds the real sets' features: a sweep of
+    several settings then runs Inception on its 2000 real images once instead of once per setting.
     """
     samples = to_uint8(samples)
     sample_labels = np.asarray(torch.as_tensor(sample_labels).cpu())
@@ -148,15 +151,19 @@ def matched_protocol(
         )
     if model is None:
         model = standard_model(dims, device)
+    store = {} if real_features is None else real_features
     features = {}
-    for name, images in (
-        ("samples", samples),
-        ("a", load_resized(data_root, rows_a, progress)),
-        ("b", load_resized(data_root, rows_b, progress)),
-    ):
+    for name, rows in (("samples", None), ("a", rows_a), ("b", rows_b)):
+        key = (name, str(Path(data_root).resolve()), n_per_class, dims, seed)
+        if rows is not None and key in store:
+            features[name] = store[key]
+            continue
+        images = samples if rows is None else load_resized(data_root, rows, progress)
         features[name] = image_features(
             images, model, batch_size=batch_size, device=device, progress=progress, desc=f"Inception {name}"
         )
+        if rows is not None:
+            store[key] = features[name]
     n = samples.shape[0]
     subset = _kid_subset(n)
     labels_a = [label for _, label in rows_a]
