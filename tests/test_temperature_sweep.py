@@ -11,6 +11,7 @@ import pytest
 from pcnn.datasets import make_synthetic
 from pcnn.evaluation.paired import main as paired_main
 from pcnn.evaluation.temperature_sweep import main
+from pcnn.reporting.levers import levers_tex
 from pcnn.reporting.levers import main as levers_main
 from pcnn.training.checkpoint import model_state, save_checkpoint
 from tests.conftest import tiny_model
@@ -49,7 +50,8 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
         assert (out / f"samples_{name}.png").is_file()
     assert str(tmp_path) not in (out / "sweep.json").read_text()  # no machine path in the record
     section = (out / "levers.tex").read_text()  # the report's section, from the record
-    assert r"\label{tab:levers}" in section and "{sweep/samples_T0.5_w2.png}" in section
+    assert r"\label{tab:levers-sweep}" in section and "{sweep/samples_T0.5_w2.png}" in section
+    assert "Against $T = 1$" in section and "$T = 0.5$" in section and "paired 95" in section
     assert "At $w = 2$ the first judge puts" in section  # the last guided row beside its unguided one
     (out / "levers.tex").unlink()  # written again from the record alone
     assert levers_main([str(out)]) == 0 and (out / "levers.tex").read_text() == section
@@ -61,3 +63,28 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
     assert main([*argv, "--guidance", "-1"]) == 2
     assert main([*argv[:-4], "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_temperature_only_section_shows_the_lowest_fid_and_says_pairs_are_missing() -> None:
+    def setting(t: float, fid: float) -> dict:
+        return {
+            "n": 8,
+            "overall": 0.5,
+            "overall_ci95": [0.2, 0.8],
+            "temperature": t,
+            "guidance": 0.0,
+            "per_class": {"burger": 0.5, "panda": 0.5},
+            "samples_per_class": 4,
+            "seed": 0,
+            "matched_fid": {"model": fid, "floor": 40.0},
+        }
+
+    record = {
+        "checkpoint": "m.pt",
+        "seed": 0,
+        "judge": {"accuracy": 0.9},
+        "temperatures": {"1.0": setting(1.0, 170.0), "0.9": setting(0.9, 150.0), "0.8": setting(0.8, 160.0)},
+    }
+    section = levers_tex(record, "wide_levers")
+    assert "{wide_levers/samples_T0.9.png}" in section and r"\label{fig:levers-wide_levers}" in section
+    assert "matched FID 150.0" in section and "paired" not in section, "records without verdicts: no pairs"

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pcnn.evaluation.paired import PairingError, compare_sweeps
 from pcnn.reporting.report import tex_escape
 
 
@@ -90,6 +91,56 @@ def _comparison(settings: Mapping[str, Any], plain: str, guided: str) -> str:
     return sentence
 
 
+def _temperature_sentence(record: Mapping[str, Any]) -> str:
+    """Every unguided temperature set beside T = 1, paired sample by sample where the record allows it."""
+    settings = record["temperatures"]
+    plain = {_setting(k, v)[0]: k for k, v in settings.items() if not _setting(k, v)[1]}
+    if 1.0 not in plain or len(plain) < 2:
+        return ""
+    base = settings[plain[1.0]]
+
+    def fid(setting: Mapping[str, Any]) -> str:
+        return f", matched FID {setting['matched_fid']['model']:.1f}" if "matched_fid" in setting else ""
+
+    parts = []
+    for temperature, key in plain.items():
+        if temperature == 1.0:
+            continue
+        part = rf"$T = {temperature:g}$: {_pct(settings[key]['overall'])}\pct{{}}"
+        try:
+            paired = compare_sweeps(record, record, key, plain[1.0])
+            low, high = (100 * v for v in paired["difference_ci95"])
+            difference = 100 * paired["difference"]
+            part += rf" ({difference:+.1f} points, paired 95\pct{{}} interval [{low:+.1f}, {high:+.1f}])"
+        except PairingError:
+            pass
+        parts.append(part + fid(settings[key]))
+    sentence = (
+        rf"Against $T = 1$, the model's own distribution ({_pct(base['overall'])}\pct{{}} judged in class"
+        f"{fid(base)}), the other temperatures give " + "; ".join(parts) + "."
+    )
+    if all("judge_predictions" in settings[k] for k in plain.values()):
+        sentence += (
+            " Each sample is paired with the one drawn from the same random numbers at $T = 1$, so the"
+            " paired intervals are far narrower than the two shares' own."
+        )
+    return sentence + (
+        " Judge and FID look at training images only, so a temperature chosen here is not selected on"
+        " validation."
+    )
+
+
+def _shown(settings: Mapping[str, Any]) -> str:
+    """The setting whose grid the section shows: the last guided one, else the lowest matched FID."""
+    guided = [k for k, s in settings.items() if s.get("guidance")]
+    if guided:
+        return guided[-1]
+    scored = [k for k, s in settings.items() if "matched_fid" in s]
+    if scored:
+        return min(scored, key=lambda k: settings[k]["matched_fid"]["model"])
+    return next(iter(settings))
+
+
 def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     """A LaTeX paragraph, table and figure of the sweep `record`, whose grids lie in `folder` (relative to
     the figures folder)."""
@@ -99,8 +150,9 @@ def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     judges = record.get("judges", [record["judge"]])
     judge_acc = ", ".join(f"{100 * j['accuracy']:.1f}" for j in judges)
     guided = [k for k, s in settings.items() if s.get("guidance")]
-    shown = guided[-1] if guided else next(iter(settings))
+    shown = _shown(settings)
     temperature, guidance = _setting(shown, settings[shown])
+    label = folder.replace("/", "-")
     grid = f"{folder}/{grid_name(temperature, guidance)}"
     header = " & ".join(
         [
@@ -117,16 +169,17 @@ def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     checkpoint = tex_escape(record["checkpoint"])
     plain = [k for k, v in settings.items() if _setting(k, v) == (temperature, 0.0)]
     comparison = _comparison(settings, plain[0], shown) if guided and plain else ""
+    comparison = " ".join(part for part in (_temperature_sentence(record), comparison) if part)
     return rf"""\paragraph{{Sampling levers.}} Measured after the build on \texttt{{{checkpoint}}}
 with \texttt{{python -m pcnn.temperature\_sweep}} ({first["n"]} samples per setting, generator seed
 {record["seed"]}): the sampling temperature $T$ and the self-guidance weight $w$, with which the model's
 own Bayes classifier steers its sampler, drawing each sub-pixel from
 $q(v) \propto p(v \mid x_{{<i}}, c)^{{1+w}} / p(v \mid x_{{<i}})^{{w}}$, where the class-free
 $p(v \mid x_{{<i}})$ is the mixture of the class-conditionals under the running posterior ($w = 0$ is
-the model's own distribution; $w > 0$ is not). Table~\ref{{tab:levers}} gives the share of samples that
-baseline CNN judges trained with different seeds put in their class (their validation accuracies:
+the model's own distribution; $w > 0$ is not). Table~\ref{{tab:levers-{label}}} gives the share of
+samples that baseline CNN judges trained with different seeds put in their class (their validation accuracies:
 {judge_acc}\pct), the share the model's own classifier puts there, and the matched-protocol FID;
-Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
+Figure~\ref{{fig:levers-{label}}} shows samples at $T = {temperature:g}$, $w = {guidance:g}$. {comparison}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
@@ -134,7 +187,7 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
   its bootstrap 95\pct{{}} interval, and the range over all judges; per class: the first judge's share
   and, in parentheses, the range over all judges. Own: the model's Bayes classifier on its own samples.
   FID: matched protocol, with the real-data floor.}}
-  \label{{tab:levers}}
+  \label{{tab:levers-{label}}}
   \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{{"r" * (6 + len(classes))}}}
     \hline
     {header} \\
@@ -149,7 +202,7 @@ Figure~\ref{{fig:levers}} shows samples at $w = {guidance:g}$. {comparison}
   \includegraphics[width=0.8\linewidth,height=0.28\textheight,keepaspectratio]{{{grid}}}
   \caption{{Samples of \texttt{{{checkpoint}}} at $T = {temperature:g}$, $w = {guidance:g}$, one row
   per class.}}
-  \label{{fig:levers}}
+  \label{{fig:levers-{label}}}
 \end{{figure}}
 """
 
