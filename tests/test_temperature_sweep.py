@@ -52,6 +52,7 @@ def test_the_sweep_judges_every_temperature_and_refuses_bad_input(
     section = (out / "levers.tex").read_text()  # the report's section, from the record
     assert r"\label{tab:levers-sweep}" in section and "{sweep/samples_T0.5_w2.png}" in section
     assert "Against $T = 1$" in section and "$T = 0.5$" in section and "paired 95" in section
+    assert r"(\texttt{python -m pcnn.paired})" in section and "The judged share is highest at" in section
     assert "At $w = 2$ the first judge puts" in section  # the last guided row beside its unguided one
     (out / "levers.tex").unlink()  # written again from the record alone
     assert levers_main([str(out)]) == 0 and (out / "levers.tex").read_text() == section
@@ -88,3 +89,7 @@ def test_a_temperature_only_section_shows_the_lowest_fid_and_says_pairs_are_miss
     section = levers_tex(record, "wide_levers")
     assert "{wide_levers/samples_T0.9.png}" in section and r"\label{fig:levers-wide_levers}" in section
     assert "matched FID 150.0" in section and "paired" not in section, "records without verdicts: no pairs"
+    assert (
+        "the matched FID lowest at $T = 0.9$" in section
+        and r"judge puts in their class (90.0\pct{}" in section
+    )

@@ -121,9 +121,16 @@ def _temperature_sentence(record: Mapping[str, Any]) -> str:
     )
     if all("judge_predictions" in settings[k] for k in plain.values()):
         sentence += (
-            " Each sample is paired with the one drawn from the same random numbers at $T = 1$, so the"
-            " paired intervals are far narrower than the two shares' own."
+            " Each sample is paired with the one drawn from the same random numbers at $T = 1$"
+            " (\\texttt{python -m pcnn.paired})."
         )
+    best_judged = max(plain, key=lambda t: settings[plain[t]]["overall"])
+    sentence += f" The judged share is highest at $T = {best_judged:g}$"
+    scored = [t for t in plain if "matched_fid" in settings[plain[t]]]
+    if scored:
+        best_fid = min(scored, key=lambda t: settings[plain[t]]["matched_fid"]["model"])
+        sentence += f", the matched FID lowest at $T = {best_fid:g}$"
+    sentence += "."
     return sentence + (
         " Judge and FID look at training images only, so a temperature chosen here is not selected on"
         " validation."
@@ -149,6 +156,12 @@ def levers_tex(record: Mapping[str, Any], folder: str) -> str:
     classes = list(first["per_class"])
     judges = record.get("judges", [record["judge"]])
     judge_acc = ", ".join(f"{100 * j['accuracy']:.1f}" for j in judges)
+    judged_by = (
+        f"baseline CNN judges trained with different seeds put in their class (their validation accuracies:"
+        f" {judge_acc}\\pct)"
+        if len(judges) > 1
+        else f"the baseline CNN judge puts in their class ({judge_acc}\\pct{{}} on validation)"
+    )
     guided = [k for k, s in settings.items() if s.get("guidance")]
     shown = _shown(settings)
     temperature, guidance = _setting(shown, settings[shown])
@@ -177,8 +190,7 @@ own Bayes classifier steers its sampler, drawing each sub-pixel from
 $q(v) \propto p(v \mid x_{{<i}}, c)^{{1+w}} / p(v \mid x_{{<i}})^{{w}}$, where the class-free
 $p(v \mid x_{{<i}})$ is the mixture of the class-conditionals under the running posterior ($w = 0$ is
 the model's own distribution; $w > 0$ is not). Table~\ref{{tab:levers-{label}}} gives the share of
-samples that baseline CNN judges trained with different seeds put in their class (their validation accuracies:
-{judge_acc}\pct), the share the model's own classifier puts there, and the matched-protocol FID;
+samples that {judged_by}, the share the model's own classifier puts there, and the matched-protocol FID;
 Figure~\ref{{fig:levers-{label}}} shows samples at $T = {temperature:g}$, $w = {guidance:g}$. {comparison}
 
 \begin{{table}}[htbp]
