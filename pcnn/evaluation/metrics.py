@@ -34,10 +34,20 @@ def bootstrap_accuracy_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the accuracy (resampling images with replacement)."""
     correct = (np.asarray(labels) == np.asarray(predictions)).astype(float)
-    if correct.size == 0:
+    return bootstrap_mean_ci(correct, n_boot=n_boot, level=level, seed=seed)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean over items resampled with replacement (NaNs when empty).
+
+    Paired differences resample their per-item differences here, so each pair stays together."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, correct.size, size=(n_boot, correct.size))].mean(axis=1)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 

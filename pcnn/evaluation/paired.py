@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pcnn.datasets import CLASS_NAMES
+from pcnn.evaluation.metrics import bootstrap_mean_ci
 
 
 class PairingError(ValueError):
@@ -49,16 +50,13 @@ def paired_difference(
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise PairingError(f"need two equal, non-empty vectors of verdicts, got {a.shape} and {b.shape}")
     differences = a.astype(float) - b.astype(float)
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
-    alpha = (1 - level) / 2
     a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
     return {
         "n": int(a.size),
         "share_a": float(a.mean()),
         "share_b": float(b.mean()),
         "difference": float(differences.mean()),
-        "difference_ci95": [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))],
+        "difference_ci95": list(bootstrap_mean_ci(differences, n_boot=n_boot, level=level, seed=seed)),
         "a_only": a_only,
         "b_only": b_only,
         "agree": float((a == b).mean()),

@@ -97,12 +97,11 @@ def judge_samples(
         "seed": seed,
         "sampling_s": seconds,
     }
-    first_predictions = judges[0](images)
-    verdicts = [class_consistency(lambda _: first_predictions, images, labels)]
-    verdicts += [class_consistency(judge, images, labels) for judge in judges[1:]]
+    predictions = [judge(images) for judge in judges]
+    verdicts = [class_consistency(lambda _, p=p: p, images, labels) for p in predictions]
     record["judge"] = verdicts[0]
     # each sample's verdict, so that two sweeps of one seed compare in pairs (`pcnn.evaluation.paired`)
-    record["judge_predictions"] = torch.as_tensor(first_predictions).tolist()
+    record["judge_predictions"] = torch.as_tensor(predictions[0]).tolist()
     if len(verdicts) > 1:
         record["judge_seeds"] = {
             "overall": [v["overall"] for v in verdicts],

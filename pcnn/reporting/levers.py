@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +126,9 @@ def _temperature_sentence(record: Mapping[str, Any]) -> str:
         )
     best_judged = max(plain, key=lambda t: settings[plain[t]]["overall"])
     sentence += f" The judged share is highest at $T = {best_judged:g}$"
-    scored = [t for t in plain if "matched_fid" in settings[plain[t]]]
-    if scored:
-        best_fid = min(scored, key=lambda t: settings[plain[t]]["matched_fid"]["model"])
-        sentence += f", the matched FID lowest at $T = {best_fid:g}$"
+    best_fid = _lowest_fid(settings, plain.values())
+    if best_fid is not None:
+        sentence += f", the matched FID lowest at $T = {_setting(best_fid, settings[best_fid])[0]:g}$"
     sentence += "."
     return sentence + (
         " Judge and FID look at training images only, so a temperature chosen here is not selected on"
@@ -137,15 +136,18 @@ def _temperature_sentence(record: Mapping[str, Any]) -> str:
     )
 
 
+def _lowest_fid(settings: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+    """The key among `keys` with the lowest matched FID; None when none of them was scored."""
+    scored = [k for k in keys if "matched_fid" in settings[k]]
+    return min(scored, key=lambda k: settings[k]["matched_fid"]["model"]) if scored else None
+
+
 def _shown(settings: Mapping[str, Any]) -> str:
     """The setting whose grid the section shows: the last guided one, else the lowest matched FID."""
     guided = [k for k, s in settings.items() if s.get("guidance")]
     if guided:
         return guided[-1]
-    scored = [k for k, s in settings.items() if "matched_fid" in s]
-    if scored:
-        return min(scored, key=lambda k: settings[k]["matched_fid"]["model"])
-    return next(iter(settings))
+    return _lowest_fid(settings, settings) or next(iter(settings))
 
 
 def levers_tex(record: Mapping[str, Any], folder: str) -> str:

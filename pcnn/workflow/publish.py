@@ -31,13 +31,13 @@ class PublishError(ValueError):
 def copy_record(source: Path, dest: Path, roots: Mapping[str, str]) -> None:
     """Copy one record; a JSON (or JSON-lines) file that names folders of this machine is rewritten
     `portable`, any other file is copied byte for byte (the manifest's hashes stay valid)."""
-    lines = source.suffix == ".jsonl"
+    json_lines = source.suffix == ".jsonl"
     if source.suffix in (".json", ".jsonl"):
         try:
             text = source.read_text()
             values = (
                 [json.loads(line) for line in text.splitlines() if line.strip()]
-                if lines
+                if json_lines
                 else [json.loads(text)]
             )
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -47,7 +47,7 @@ def copy_record(source: Path, dest: Path, roots: Mapping[str, str]) -> None:
             if rewritten != values:
                 out = (
                     "".join(json.dumps(v) + "\n" for v in rewritten)
-                    if lines
+                    if json_lines
                     else json.dumps(rewritten[0], indent=2) + "\n"
                 )
                 dest.write_text(out)

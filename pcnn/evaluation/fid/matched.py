@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,18 +153,15 @@ def matched_protocol(
     if model is None:
         model = standard_model(dims, device)
     store = {} if real_features is None else real_features
-    features = {}
-    for name, rows in (("samples", None), ("a", rows_a), ("b", rows_b)):
+    run = functools.partial(
+        image_features, model=model, batch_size=batch_size, device=device, progress=progress
+    )
+    features = {"samples": run(samples, desc="Inception samples")}
+    for name, rows in (("a", rows_a), ("b", rows_b)):
         key = (name, str(Path(data_root).resolve()), n_per_class, dims, seed)
-        if rows is not None and key in store:
-            features[name] = store[key]
-            continue
-        images = samples if rows is None else load_resized(data_root, rows, progress)
-        features[name] = image_features(
-            images, model, batch_size=batch_size, device=device, progress=progress, desc=f"Inception {name}"
-        )
-        if rows is not None:
-            store[key] = features[name]
+        if key not in store:
+            store[key] = run(load_resized(data_root, rows, progress), desc=f"Inception {name}")
+        features[name] = store[key]
     n = samples.shape[0]
     subset = _kid_subset(n)
     labels_a = [label for _, label in rows_a]
