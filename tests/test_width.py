@@ -63,3 +63,30 @@ def test_runs_without_a_shared_epoch_get_no_comparison(tmp_path: Path) -> None:
 def test_parameter_count_grows_with_the_filters() -> None:
     counts = [parameter_count({**TINY, "nr_filters": f}) for f in (4, 8)]
     assert 0 < counts[0] < counts[1]
+
+
+def test_two_rows_of_one_width_get_one_equal_epoch_clause(tmp_path: Path) -> None:
+    """The same run after 10 and after 20 epochs: its curve point at the shared epoch is named once, each
+    row's samples (with their FID) are named."""
+    base = width_row(*width_run(tmp_path, "base", 4, {5: 4.5, 10: 4.1}, judged=0.6))
+    early = width_row(*width_run(tmp_path, "early", 8, {5: 4.3, 10: 3.95}, judged=0.7))
+    late = width_row(*width_run(tmp_path, "late", 8, {5: 4.3, 10: 3.95, 15: 3.8}, judged=0.65))
+    rows = [base, early, late]
+    tex = width_tex({"rows": rows, "equal_epoch": equal_epoch(rows)})
+    assert tex.count("8 filters reach 3.950 bits/dim") == 1
+    assert "where 4 filters reach 4.100" in tex
+    assert "70.0\\pct{} (matched FID 228.1)" in tex and "65.0\\pct{} (matched FID 228.1)" in tex
+    assert "judged by the same baseline CNN (93.4\\pct{} on validation)" in tex
+
+
+def test_rows_judged_by_different_judges_say_so(tmp_path: Path) -> None:
+    """A judge retrained on another machine is another judge: the paragraph names both and the table
+    gives each row's."""
+    rows = [
+        width_row(*width_run(tmp_path, "a", 4, {5: 4.5}, judged=0.6)),
+        width_row(*width_run(tmp_path, "b", 8, {5: 4.0}, judged=0.6)),
+    ]
+    rows[1]["samples"]["judge_accuracy"] = 0.938
+    tex = width_tex({"rows": rows, "equal_epoch": equal_epoch(rows)})
+    assert "different machines (93.4, 93.8\\pct{} on validation" in tex
+    assert tex.count(r" & 93.8 \\") == 1 and tex.count(r" & 93.4 \\") == 1

@@ -78,6 +78,7 @@ def _row_tex(row: Mapping[str, Any]) -> str:
         f"{fmt_pct(ev['accuracy'])} {fmt_ci(ev['accuracy_ci95'])}",
         f"{ev['bits_per_dim']:.3f}",
         *sample_cells(row["samples"]),
+        fmt_pct(row["samples"]["judge_accuracy"]),
     ]
     return "    " + " & ".join(cells) + r" \\"
 
@@ -87,22 +88,44 @@ def _comparison(rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any] | N
     if shared is None or len(rows) < 2:
         return ""
     base, base_point = rows[0], shared["points"][0]
+    # one clause per width: two rows of one run (say after 30 and after 60 epochs) share their curve
+    first_of_width: dict[int, Mapping[str, Any]] = {}
+    for row, point in zip(rows, shared["points"]):
+        first_of_width.setdefault(row["filters"], point)
     parts = [
-        f"{row['filters']} filters reach {point['bits_per_dim']:.3f} bits/dim and"
+        f"{filters} filters reach {point['bits_per_dim']:.3f} bits/dim and"
         f" {fmt_pct(point['accuracy'])}\\pct{{}} accuracy"
-        for row, point in zip(rows[1:], shared["points"][1:])
+        for filters, point in list(first_of_width.items())[1:]
     ]
     samples = [
-        f"{fmt_pct(row['samples']['overall'])}\\pct{{}} after {row['epochs']} epochs"
-        f" with {row['filters']} filters"
+        f"{fmt_pct(row['samples']['overall'])}\\pct{{}}{_fid_clause(row['samples'])} after {row['epochs']}"
+        f" epochs with {row['filters']} filters"
         for row in rows[1:]
     ]
     return (
         f"After {shared['epoch']} epochs, {'; '.join(parts)}, where {base['filters']} filters reach"
         f" {base_point['bits_per_dim']:.3f} and {fmt_pct(base_point['accuracy'])}\\pct{{}}. Samples judged in"
-        f" their class: {'; '.join(samples)}, against {fmt_pct(base['samples']['overall'])}\\pct{{}} after"
-        f" {base['epochs']} epochs with {base['filters']}."
+        f" their class: {'; '.join(samples)}, against {fmt_pct(base['samples']['overall'])}\\pct{{}}"
+        f"{_fid_clause(base['samples'])} after {base['epochs']} epochs with {base['filters']}."
     )
+
+
+def _judges(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Which judge judged the rows: a judge retrained on another machine is another judge (its verdicts on
+    the very same samples differ by about a point), so the sentence says when the rows do not share one."""
+    accuracies = list(dict.fromkeys(fmt_pct(row["samples"]["judge_accuracy"]) for row in rows))
+    if len(accuracies) == 1:
+        return f"are judged by the same baseline CNN ({accuracies[0]}\\pct{{}} on validation)"
+    return (
+        "are judged by baseline CNNs of one recipe and seed trained on different machines"
+        f" ({', '.join(accuracies)}\\pct{{}} on validation, the judge column): judged shares compare fully"
+        " only between rows of one judge"
+    )
+
+
+def _fid_clause(samples: Mapping[str, Any]) -> str:
+    fid = samples.get("matched_fid")
+    return f" (matched FID {fid['model']:.1f})" if fid else ""
 
 
 def width_tex(record: Mapping[str, Any], folder: str = "width") -> str:
@@ -121,21 +144,22 @@ def width_tex(record: Mapping[str, Any], folder: str = "width") -> str:
             r"judged in class \% [95\% CI]",
             "weakest class \\%",
             "FID (floor)",
+            "judge \\%",
         ]
     )
     return rf"""\paragraph{{Model width.}} A network of {rows[0]["filters"]} filters is small and still
 improving after {rows[0]["epochs"]} epochs, so capacity is the lever left to measure on a CPU: the
 same schedule with more filters (Table~\ref{{tab:width}}, Figure~\ref{{fig:width}}). The learning rate
-decays per epoch, so both runs follow the same schedule over the epochs they share. Accuracy and
+decays per epoch, so the runs follow the same schedule over the epochs they share. Accuracy and
 bits/dim of the last checkpoints are on the {rows[0]["evaluation"]["n"]} validation images (bootstrap
-95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) are judged by the same
-baseline CNN, and the FID is the matched protocol's. {_comparison(rows, record.get("equal_epoch"))}
+95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) {_judges(rows)}, and the FID
+is the matched protocol's. {_comparison(rows, record.get("equal_epoch"))}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
   \caption{{Model width: the last checkpoint of each run, its classifier and its samples.}}
   \label{{tab:width}}
-  \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{lrrrrrrrr}}
+  \resizebox{{\linewidth}}{{!}}{{\begin{{tabular}}{{lrrrrrrrrr}}
     \hline
     {header} \\
     \hline
