@@ -87,3 +87,59 @@ def test_no_comparison_without_a_control_of_equal_epochs(tmp_path: Path) -> None
 
     hybrid = row_record(*fake_row(tmp_path, "hybrid", 0.01, 0.82, 0.55))
     assert "moved validation accuracy" not in continuation_tex({"rows": [hybrid]})
+
+
+def _with_verdicts(sweep: Path, correct_per_class: list[int]) -> None:
+    """Give a fake sweep per-sample verdicts: in class k the first `correct_per_class[k]` of 10 samples
+    are judged in their class, the rest as the next class; the shares follow from them."""
+    record = json.loads((sweep / "sweep.json").read_text())
+    setting = record["temperatures"]["1.0"]
+    predictions = [k if i < n else (k + 1) % 4 for k, n in enumerate(correct_per_class) for i in range(10)]
+    names = ["burger", "panda", "koala", "pizza"]
+    setting.update(
+        n=40,
+        samples_per_class=10,
+        seed=0,
+        judge_predictions=predictions,
+        overall=sum(correct_per_class) / 40,
+        per_class={name: n / 10 for name, n in zip(names, correct_per_class)},
+    )
+    record["judge"] = {"accuracy": 0.934, "seed": 0, "epochs": 30}
+    (sweep / "sweep.json").write_text(json.dumps(record))
+
+
+def test_a_hybrid_row_and_its_control_compare_in_pairs_through_redrawn_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The control's table sweep lacks verdicts; a re-drawn sweep of its samples (same shares) supplies
+    them, and the sentence gains the paired interval. A re-drawn sweep whose shares differ is refused."""
+    monkeypatch.chdir(tmp_path)
+    control = fake_row(tmp_path, "control", 0.0, 0.77, 0.6)
+    hybrid = fake_row(tmp_path, "hybrid", 0.01, 0.82, 0.5)
+    _with_verdicts(Path(control[3]), [8, 4, 10, 8])
+    redrawn = tmp_path / "control_redrawn"
+    redrawn.mkdir()
+    (redrawn / "sweep.json").write_text((Path(control[3]) / "sweep.json").read_text())
+    _with_verdicts(Path(hybrid[3]), [6, 2, 10, 6])
+    record = json.loads((Path(control[3]) / "sweep.json").read_text())
+    del record["temperatures"]["1.0"]["judge_predictions"]
+    (Path(control[3]) / "sweep.json").write_text(json.dumps(record))
+
+    out = tmp_path / "paired_table"
+    args = ["--out", str(out), "--row", *control, "--row", *hybrid]
+    assert main([*args, "--verdicts", "control", str(redrawn)]) == 0
+    rows = json.loads((out / "continuation.json").read_text())["rows"]
+    assert rows[0]["samples"]["verdicts"] == "<checkout>/control_redrawn/sweep.json"
+    paired = rows[1]["samples"]["paired_vs_control"]
+    assert paired["difference"] == pytest.approx(-0.15) and paired["agree"] == pytest.approx(0.85)
+    assert paired["difference_ci95"][1] < 0  # every discordant pair goes the control's way
+    tex = (out / "continuation.tex").read_text()
+    assert "judged in their class by -15.0 points [" in tex and "samples compared in pairs" in tex
+
+    without = tmp_path / "unpaired_table"
+    assert main(["--out", str(without), "--row", *control, "--row", *hybrid]) == 0
+    assert "compared in pairs" not in (without / "continuation.tex").read_text()
+
+    _with_verdicts(redrawn, [8, 4, 10, 7])  # not the control's samples: one verdict differs
+    assert main([*args, "--verdicts", "control", str(redrawn)]) == 2
+    assert "does not hold the verdicts" in capsys.readouterr().err

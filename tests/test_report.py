@@ -369,3 +369,10 @@ def test_paper_builds_from_the_committed_figures_without_training(tmp_path: Path
         assert "cannot rank sample quality" in source and r"\input{table_original}" in source
         return
     _check_paper_text(text)
+
+
+def test_p_values_read_as_latex() -> None:
+    from pcnn.reporting.report import fmt_p
+
+    assert fmt_p(0.12) == "$p = 0.12$" and fmt_p(0.0049) == "$p = 0.0049$"
+    assert fmt_p(1.92e-9) == r"$p = 1.9\times10^{-9}$"

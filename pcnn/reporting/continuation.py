@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pcnn.reporting.report import fmt_ci, fmt_pct, tex_escape
+from pcnn.evaluation.paired import compare_sweeps
+from pcnn.reporting.report import fmt_ci, fmt_p, fmt_pct, tex_escape
 from pcnn.workflow.runrecord import machine_roots, portable, read_metrics
 
 EVALUATION_KEYS = ("n", "accuracy", "accuracy_ci95", "macro_f1", "bits_per_dim")
@@ -40,17 +41,40 @@ def _objective(config: Mapping[str, Any]) -> str:
     return objective + (f", dropout {dropout:g}" if dropout else "")
 
 
-def row_record(label: str, run: str | Path, evaluation: str | Path, sweep: str | Path) -> dict[str, Any]:
-    """One row's numbers, read from the run's own records, its evaluation JSON and its sweep."""
+def _verdict_sweep(sweep: Path, judged: Mapping[str, Any], verdicts: Path | None) -> Path | None:
+    """The sweep.json that holds each of a row's samples' verdicts: the row's own when it recorded them,
+    else `verdicts`, a sweep of the very same samples re-drawn to record them (same seed, sampler and
+    judge), which must reproduce the row's shares exactly; None when neither has them."""
+    if "judge_predictions" in judged["temperatures"][SAMPLE_SETTING]:
+        return sweep / "sweep.json"
+    if verdicts is None:
+        return None
+    redrawn = json.loads((verdicts / "sweep.json").read_text())["temperatures"][SAMPLE_SETTING]
+    setting = judged["temperatures"][SAMPLE_SETTING]
+    if "judge_predictions" not in redrawn or any(redrawn[k] != setting[k] for k in ("overall", "per_class")):
+        raise ValueError(
+            f"{verdicts} does not hold the verdicts of {sweep}'s samples: its shares differ or it has no"
+            " judge_predictions"
+        )
+    return verdicts / "sweep.json"
+
+
+def row_record(
+    label: str, run: str | Path, evaluation: str | Path, sweep: str | Path, verdicts: str | Path | None = None
+) -> dict[str, Any]:
+    """One row's numbers, read from the run's own records, its evaluation JSON and its sweep (`verdicts`:
+    a re-drawn sweep of the same samples with per-sample verdicts, for a sweep recorded without them)."""
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
     last = (read_metrics(run) or [{}])[-1]
     measured = json.loads(Path(evaluation).read_text())
     judged = json.loads((Path(sweep) / "sweep.json").read_text())
     setting = judged["temperatures"][SAMPLE_SETTING]
+    verdict_sweep = _verdict_sweep(Path(sweep), judged, Path(verdicts) if verdicts else None)
+    roots = machine_roots(checkout=Path.cwd())
     return {
         "label": label,
-        "run": portable(str(run), machine_roots(checkout=Path.cwd())),
+        "run": portable(str(run), roots),
         "objective": _objective(config),
         "epochs": last.get("epoch"),
         "steps": last.get("step"),
@@ -63,6 +87,7 @@ def row_record(label: str, run: str | Path, evaluation: str | Path, sweep: str |
             "per_class": setting["per_class"],
             "own_classifier": (setting.get("own_classifier") or {}).get("overall"),
             "matched_fid": setting.get("matched_fid"),
+            "verdicts": portable(str(verdict_sweep), roots) if verdict_sweep else None,
         },
     }
 
@@ -96,6 +121,13 @@ def _points(a: float, b: float) -> str:
     return f"{100 * (b - a):+.1f}"
 
 
+def _paired_clause(paired: Mapping[str, Any] | None) -> str:
+    if not paired:
+        return ""
+    low, high = (100 * v for v in paired["difference_ci95"])
+    return f" [{low:+.1f}, {high:+.1f}] (samples compared in pairs, McNemar {fmt_p(paired['mcnemar_p'])})"
+
+
 def _moved(control: Mapping[str, Any], row: Mapping[str, Any], what: str) -> str:
     """One sentence: what `row` changed against its `control`, in points and bits/dim."""
     c, r = control["evaluation"], row["evaluation"]
@@ -104,14 +136,15 @@ def _moved(control: Mapping[str, Any], row: Mapping[str, Any], what: str) -> str
         f" {_points(c['accuracy'], r['accuracy'])}"
         f" points ({fmt_pct(c['accuracy'])} to {fmt_pct(r['accuracy'])}\\pct), bits/dim by"
         f" {r['bits_per_dim'] - c['bits_per_dim']:+.3f}, and the share of samples judged in their class by"
-        f" {_points(control['samples']['overall'], row['samples']['overall'])} points."
+        f" {_points(control['samples']['overall'], row['samples']['overall'])} points"
+        f"{_paired_clause(row['samples'].get('paired_vs_control'))}."
     )
 
 
-def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
-    """What each hybrid row and each dropout row changed against the first likelihood row of equal epochs
-    without dropout (their control), in words."""
-    sentences = []
+def _controlled(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any], str]]:
+    """(row, its control, what the row changed) for each hybrid and each dropout row that has a control:
+    the first likelihood row of equal epochs without dropout."""
+    found = []
     for row in rows:
         objective = row["objective"]
         if objective.startswith("hybrid"):
@@ -124,8 +157,30 @@ def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
             (r for r in rows if r["objective"] == "likelihood" and r["epochs"] == row["epochs"]), None
         )
         if control is not None:
-            sentences.append(_moved(control, row, what))
-    return " ".join(sentences)
+            found.append((row, control, what))
+    return found
+
+
+def _comparison(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What each hybrid row and each dropout row changed against its control, in words."""
+    return " ".join(_moved(control, row, what) for row, control, what in _controlled(rows))
+
+
+def continuation_record(rows: list[list[str]], verdicts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The table's record: each row's numbers, and where a row and its control both have per-sample
+    verdicts (`verdicts`: re-drawn sweeps by row label), their paired difference of judged shares."""
+    verdicts = verdicts or {}
+    built = [row_record(*row, verdicts=verdicts.get(row[0])) for row in rows]
+    # the record names the verdicts portably; read them where this command was given them
+    given = {label: Path(verdicts.get(label) or sweep) / "sweep.json" for label, _, _, sweep in rows}
+    for row, control, _ in _controlled(built):
+        if row["samples"]["verdicts"] and control["samples"]["verdicts"]:
+            a, b = (json.loads(given[r["label"]].read_text()) for r in (row, control))
+            paired = compare_sweeps(a, b, SAMPLE_SETTING)
+            row["samples"]["paired_vs_control"] = {
+                k: paired[k] for k in ("difference", "difference_ci95", "agree", "mcnemar_p")
+            }
+    return {"rows": built}
 
 
 def continuation_tex(record: Mapping[str, Any], label: str = "continuation") -> str:
@@ -175,7 +230,11 @@ and the FID is the matched protocol's.
 
 
 def rows_cli(
-    argv: list[str] | None, *, name: str, description: str, build: Callable[[list[list[str]]], dict[str, Any]]
+    argv: list[str] | None,
+    *,
+    name: str,
+    description: str,
+    build: Callable[[list[list[str]], dict[str, str]], dict[str, Any]],
 ) -> tuple[dict[str, Any], Path] | None:
     """The command line shared by the row tables: `--out DIR --row LABEL RUN EVALUATION SWEEP ...` builds
     the record from the rows (`build`) and writes `DIR/<name>.json`; without `--row` it reads that record
@@ -190,17 +249,26 @@ def rows_cli(
         help="a row: its label, run folder, `pcnn evaluate` JSON (validation) and sweep folder (repeatable;"
         f" the first is the baseline); none: rewrite from the folder's {name}.json",
     )
+    parser.add_argument(
+        "--verdicts",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "SWEEP"),
+        help="for the row LABEL whose sweep has no per-sample verdicts, a sweep folder of the same samples"
+        " re-drawn with them (same --seed and judge; its shares must match): rows compare in pairs",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     record_path = out / f"{name}.json"
     try:
         if args.row:
-            record = build(args.row)
+            record = build(args.row, dict(args.verdicts))
             out.mkdir(parents=True, exist_ok=True)
             record_path.write_text(json.dumps(record, indent=2) + "\n")
         else:
             record = json.loads(record_path.read_text())
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
+    except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return None
     return record, out
@@ -211,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         name="continuation",
         description="Write the report's table of continued training (continuation.json, continuation.tex).",
-        build=lambda rows: {"rows": [row_record(*row) for row in rows]},
+        build=continuation_record,
     )
     if parsed is None:
         return 2

@@ -171,6 +171,11 @@ def fmt_mean_std(summary: Mapping[str, Any] | None, digits: int = 1, missing: st
     return f"{summary['mean']:.{digits}f}"
 
 
+def fmt_p(p: float) -> str:
+    """A p-value for prose: `$p = 0.12$`, and `$p = 2\\times10^{-9}$` below 0.001."""
+    return f"$p = {p:.2g}$" if p >= 1e-3 else "$p = " + _sci(p).strip("$") + "$"
+
+
 def _sci(value: Any) -> str:
     """A number in LaTeX scientific notation, e.g. `$2\\times10^{-4}$`."""
     if not _finite(value):

@@ -45,11 +45,13 @@ def validation_curve(run: str | Path) -> list[dict[str, float]]:
     ]
 
 
-def width_row(label: str, run: str | Path, evaluation: str | Path, sweep: str | Path) -> dict[str, Any]:
+def width_row(
+    label: str, run: str | Path, evaluation: str | Path, sweep: str | Path, verdicts: str | Path | None = None
+) -> dict[str, Any]:
     """A continuation-style row with the network's width, size and validation curve added."""
     model = json.loads((Path(run) / "config.json").read_text())["model"]
     return {
-        **row_record(label, run, evaluation, sweep),
+        **row_record(label, run, evaluation, sweep, verdicts),
         "filters": model["nr_filters"],
         "parameters": parameter_count(model),
         "curve": validation_curve(run),
@@ -184,8 +186,8 @@ def write_outputs(record: Mapping[str, Any], out: Path) -> None:
     save_figure(run_curves_figure(curves, title="Validation over training, per width"), out / FIGURE)
 
 
-def _record(rows: list[list[str]]) -> dict[str, Any]:
-    built = [width_row(*row) for row in rows]
+def _record(rows: list[list[str]], verdicts: Mapping[str, str]) -> dict[str, Any]:
+    built = [width_row(*row, verdicts=verdicts.get(row[0])) for row in rows]
     return {"rows": built, "equal_epoch": equal_epoch(built)}
 
 
