@@ -90,3 +90,26 @@ def test_rows_judged_by_different_judges_say_so(tmp_path: Path) -> None:
     tex = width_tex({"rows": rows, "equal_epoch": equal_epoch(rows)})
     assert "different machines (93.4, 93.8\\pct{} on validation" in tex
     assert tex.count(r" & 93.8 \\") == 1 and tex.count(r" & 93.4 \\") == 1
+
+
+def test_a_run_stopped_early_joins_by_its_curve_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with no judged checkpoint is in the figure and the paragraph, beside the table's runs at its
+    last epoch, not in the table; its learning rate is named; the record rewrites alike."""
+    monkeypatch.chdir(tmp_path)
+    base = width_run(tmp_path, "base", 4, {5: 4.5, 10: 4.1, 15: 4.0}, judged=0.6)
+    wide = width_run(tmp_path, "wide", 8, {5: 4.3, 10: 3.95, 15: 3.9}, judged=0.7)
+    early = width_run(tmp_path, "early", 16, {5: 4.2, 10: 3.99}, judged=0.0)
+    config = json.loads((Path(early[1]) / "config.json").read_text())
+    config["train"]["lr"] = 2.5e-4
+    (Path(early[1]) / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "width"
+    assert main(["--out", str(out), "--row", *base, "--row", *wide, "--curve", "sixteen", early[1]]) == 0
+    record = json.loads((out / "width.json").read_text())
+    assert [c["filters"] for c in record["curves"]] == [16] and record["equal_epoch"]["epoch"] == 15
+    tex = (out / "width.tex").read_text()
+    assert "sixteen (16 filters, learning rate 0.00025" in tex
+    assert "after 10 epochs 16 filters reach 3.990 bits/dim" in tex
+    assert "where 4 filters reach 4.100 bits/dim" in tex and "8 filters reach 3.950 bits/dim" in tex
+    assert tex.count(r" \\") == 3  # the header and the two table rows
+    (out / "width.tex").unlink()
+    assert main(["--out", str(out)]) == 0 and (out / "width.tex").read_text() == tex

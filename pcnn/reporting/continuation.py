@@ -235,11 +235,15 @@ def rows_cli(
     name: str,
     description: str,
     build: Callable[[list[list[str]], dict[str, str]], dict[str, Any]],
+    parents: Sequence[argparse.ArgumentParser] = (),
 ) -> tuple[dict[str, Any], Path] | None:
     """The command line shared by the row tables: `--out DIR --row LABEL RUN EVALUATION SWEEP ...` builds
     the record from the rows (`build`) and writes `DIR/<name>.json`; without `--row` it reads that record
-    back. Returns the record and DIR, or None after printing what is missing."""
-    parser = argparse.ArgumentParser(prog=f"python -m pcnn.reporting.{name}", description=description)
+    back (`parents`: a table's own options). Returns the record and DIR, or None after printing what is
+    missing."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m pcnn.reporting.{name}", description=description, parents=list(parents)
+    )
     parser.add_argument("--out", required=True, help=f"folder for {name}.json and what is written from it")
     parser.add_argument(
         "--row",

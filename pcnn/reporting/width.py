@@ -9,11 +9,14 @@ whatever the run's total), and its samples are judged like the reference's. Each
 and a `python -m pcnn.temperature_sweep` folder (`sweep.json`, setting `1.0`), as in
 `pcnn.reporting.continuation`. `python -m pcnn.reporting.width --out DIR --row ...` writes `width.json`,
 `width.tex` (what the report prints) and `width_curves.pdf/.png`; without `--row` it rewrites the `.tex`
-and the figure from the folder's record.
+and the figure from the folder's record. `--curve LABEL RUN` adds a run by its validation curve alone
+(the figure and a sentence beside the table's runs at its last epoch): a run stopped before its samples
+were judged, say one that tests another learning rate.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,7 +28,7 @@ from pcnn.core.model import build_model
 from pcnn.reporting.continuation import row_record, rows_cli, sample_cells
 from pcnn.reporting.plots import run_curves_figure, save_figure
 from pcnn.reporting.report import fmt_ci, fmt_pct, tex_escape
-from pcnn.workflow.runrecord import read_metrics
+from pcnn.workflow.runrecord import machine_roots, portable, read_metrics
 
 FIGURE = "width_curves"
 
@@ -54,6 +57,20 @@ def width_row(
         **row_record(label, run, evaluation, sweep, verdicts),
         "filters": model["nr_filters"],
         "parameters": parameter_count(model),
+        "curve": validation_curve(run),
+    }
+
+
+def curve_run(label: str, run: str | Path) -> dict[str, Any]:
+    """A run shown by its validation curve alone: one stopped before its last checkpoint was judged (its
+    learning rate is named, since such a run may also test another one)."""
+    config = json.loads((Path(run) / "config.json").read_text())
+    return {
+        "label": label,
+        "run": portable(str(run), machine_roots(checkout=Path.cwd())),
+        "filters": config["model"]["nr_filters"],
+        "parameters": parameter_count(config["model"]),
+        "lr": config["train"]["lr"],
         "curve": validation_curve(run),
     }
 
@@ -90,15 +107,8 @@ def _comparison(rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any] | N
     if shared is None or len(rows) < 2:
         return ""
     base, base_point = rows[0], shared["points"][0]
-    # one clause per width: two rows of one run (say after 30 and after 60 epochs) share their curve
-    first_of_width: dict[int, Mapping[str, Any]] = {}
-    for row, point in zip(rows, shared["points"]):
-        first_of_width.setdefault(row["filters"], point)
-    parts = [
-        f"{filters} filters reach {point['bits_per_dim']:.3f} bits/dim and"
-        f" {fmt_pct(point['accuracy'])}\\pct{{}} accuracy"
-        for filters, point in list(first_of_width.items())[1:]
-    ]
+    widths = list(_points_by_width(rows, shared["epoch"]).items())
+    parts = [_reach(filters, point) for filters, point in widths[1:]]
     samples = [
         f"{fmt_pct(row['samples']['overall'])}\\pct{{}}{_fid_clause(row['samples'])} after {row['epochs']}"
         f" epochs with {row['filters']} filters"
@@ -110,6 +120,39 @@ def _comparison(rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any] | N
         f" their class: {'; '.join(samples)}, against {fmt_pct(base['samples']['overall'])}\\pct{{}}"
         f"{_fid_clause(base['samples'])} after {base['epochs']} epochs with {base['filters']}."
     )
+
+
+def _points_by_width(rows: Sequence[Mapping[str, Any]], epoch: int) -> dict[int, Mapping[str, Any]]:
+    """Each width's validation point at `epoch`, from the first row of that width that evaluated it: two
+    rows of one run (say after 30 and after 60 epochs) share their curve."""
+    points: dict[int, Mapping[str, Any]] = {}
+    for row in rows:
+        point = next((p for p in row["curve"] if p["epoch"] == epoch), None)
+        if point is not None:
+            points.setdefault(row["filters"], point)
+    return points
+
+
+def _reach(filters: int, point: Mapping[str, Any]) -> str:
+    return (
+        f"{filters} filters reach {point['bits_per_dim']:.3f} bits/dim and"
+        f" {fmt_pct(point['accuracy'])}\\pct{{}} accuracy"
+    )
+
+
+def _curve_sentences(curves: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Each curve-only run at its last evaluated epoch, beside the table's runs at that epoch."""
+    sentences = []
+    for curve in curves:
+        last = curve["curve"][-1]
+        others = _points_by_width(rows, last["epoch"])
+        beside = f", where {'; '.join(_reach(f, p) for f, p in others.items())}" if others else ""
+        sentences.append(
+            f"{tex_escape(curve['label'])} ({curve['filters']} filters, learning rate {curve['lr']:g},"
+            f" stopped before its samples were judged): after {last['epoch']} epochs"
+            f" {_reach(curve['filters'], last)}{beside}."
+        )
+    return " ".join(sentences)
 
 
 def _judges(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -156,6 +199,7 @@ decays per epoch, so the runs follow the same schedule over the epochs they shar
 bits/dim of the last checkpoints are on the {rows[0]["evaluation"]["n"]} validation images (bootstrap
 95\pct{{}} intervals); {first["n"]} samples per model ($T = 1$, no guidance) {_judges(rows)}, and the FID
 is the matched protocol's. {_comparison(rows, record.get("equal_epoch"))}
+{_curve_sentences(record.get("curves", []), rows)}
 
 \begin{{table}}[htbp]
   \centering\footnotesize\setlength{{\tabcolsep}}{{3pt}}
@@ -182,21 +226,37 @@ is the matched protocol's. {_comparison(rows, record.get("equal_epoch"))}
 def write_outputs(record: Mapping[str, Any], out: Path) -> None:
     """The report's paragraph and the curves figure of `record`, into `out`."""
     (out / "width.tex").write_text(width_tex(record, folder=out.name))
-    curves = {f"{row['label']} ({row['filters']} filters)": row["curve"] for row in record["rows"]}
+    runs = [*record["rows"], *record.get("curves", [])]
+    curves = {f"{run['label']} ({run['filters']} filters)": run["curve"] for run in runs}
     save_figure(run_curves_figure(curves, title="Validation over training, per width"), out / FIGURE)
 
 
-def _record(rows: list[list[str]], verdicts: Mapping[str, str]) -> dict[str, Any]:
+def _record(rows: list[list[str]], verdicts: Mapping[str, str], curves: list[list[str]]) -> dict[str, Any]:
     built = [width_row(*row, verdicts=verdicts.get(row[0])) for row in rows]
-    return {"rows": built, "equal_epoch": equal_epoch(built)}
+    record = {"rows": built, "equal_epoch": equal_epoch(built)}
+    if curves:
+        record["curves"] = [curve_run(*curve) for curve in curves]
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--curve",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "RUN"),
+        help="a run shown by its validation curve alone (in the figure and the paragraph, not the table):"
+        " one stopped before its samples were judged (repeatable)",
+    )
+    curves = options.parse_known_args(argv)[0].curve
     parsed = rows_cli(
         argv,
         name="width",
         description="Write the report's model-width comparison: width.json, width.tex and the curves figure.",
-        build=_record,
+        build=lambda rows, verdicts: _record(rows, verdicts, curves),
+        parents=[options],
     )
     if parsed is None:
         return 2
