@@ -92,7 +92,9 @@ def test_rows_judged_by_different_judges_say_so(tmp_path: Path) -> None:
     assert tex.count(r" & 93.8 \\") == 1 and tex.count(r" & 93.4 \\") == 1
 
 
-def test_a_run_stopped_early_joins_by_its_curve_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_stopped_early_joins_by_its_curve_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run with no judged checkpoint is in the figure and the paragraph, beside the table's runs at its
     last epoch, not in the table; its learning rate is named; the record rewrites alike."""
     monkeypatch.chdir(tmp_path)
@@ -107,8 +109,8 @@ def test_a_run_stopped_early_joins_by_its_curve_alone(tmp_path: Path, monkeypatc
     record = json.loads((out / "width.json").read_text())
     assert [c["filters"] for c in record["curves"]] == [16] and record["equal_epoch"]["epoch"] == 15
     tex = (out / "width.tex").read_text()
-    assert "sixteen (16 filters, learning rate 0.00025" in tex
-    assert "after 10 epochs 16 filters reach 3.990 bits/dim" in tex
+    assert r"sixteen (learning rate $2.5\times10^{-4}$, stopped" in tex
+    assert "reaches 3.990 bits/dim and 54.0\\pct{} accuracy after 10 epochs, where" in tex
     assert "where 4 filters reach 4.100 bits/dim" in tex and "8 filters reach 3.950 bits/dim" in tex
     assert tex.count(r" \\") == 3  # the header and the two table rows
     (out / "width.tex").unlink()

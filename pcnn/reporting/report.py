@@ -173,10 +173,10 @@ def fmt_mean_std(summary: Mapping[str, Any] | None, digits: int = 1, missing: st
 
 def fmt_p(p: float) -> str:
     """A p-value for prose: `$p = 0.12$`, and `$p = 2\\times10^{-9}$` below 0.001."""
-    return f"$p = {p:.2g}$" if p >= 1e-3 else "$p = " + _sci(p).strip("$") + "$"
+    return f"$p = {p:.2g}$" if p >= 1e-3 else "$p = " + fmt_sci(p).strip("$") + "$"
 
 
-def _sci(value: Any) -> str:
+def fmt_sci(value: Any) -> str:
     """A number in LaTeX scientific notation, e.g. `$2\\times10^{-4}$`."""
     if not _finite(value):
         return NA
@@ -273,7 +273,7 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
         if _finite(training.get("parameters"))
         else NA,
         "BatchSize": _int(train_cfg.get("batch_size")),
-        "LearningRate": _sci(train_cfg.get("lr")),
+        "LearningRate": fmt_sci(train_cfg.get("lr")),
         "TrainSteps": _int(training.get("steps")),
         "TrainEpochs": _int(training.get("epochs")),
         "TrainMinutes": fmt(_get(training, "wall_time_s"), 1, 1 / 60),

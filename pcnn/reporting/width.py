@@ -27,7 +27,7 @@ from pcnn.config import ModelConfig
 from pcnn.core.model import build_model
 from pcnn.reporting.continuation import row_record, rows_cli, sample_cells
 from pcnn.reporting.plots import run_curves_figure, save_figure
-from pcnn.reporting.report import fmt_ci, fmt_pct, tex_escape
+from pcnn.reporting.report import fmt_ci, fmt_pct, fmt_sci, tex_escape
 from pcnn.workflow.runrecord import machine_roots, portable, read_metrics
 
 FIGURE = "width_curves"
@@ -148,9 +148,9 @@ def _curve_sentences(curves: Sequence[Mapping[str, Any]], rows: Sequence[Mapping
         others = _points_by_width(rows, last["epoch"])
         beside = f", where {'; '.join(_reach(f, p) for f, p in others.items())}" if others else ""
         sentences.append(
-            f"{tex_escape(curve['label'])} ({curve['filters']} filters, learning rate {curve['lr']:g},"
-            f" stopped before its samples were judged): after {last['epoch']} epochs"
-            f" {_reach(curve['filters'], last)}{beside}."
+            f"{tex_escape(curve['label'])} (learning rate {fmt_sci(curve['lr'])}, stopped before its samples"
+            f" were judged) reaches {last['bits_per_dim']:.3f} bits/dim and"
+            f" {fmt_pct(last['accuracy'])}\\pct{{}} accuracy after {last['epoch']} epochs{beside}."
         )
     return " ".join(sentences)
 
@@ -223,11 +223,17 @@ is the matched protocol's. {_comparison(rows, record.get("equal_epoch"))}
 """
 
 
+def _legend(run: Mapping[str, Any]) -> str:
+    """A run's label, with its width unless the label already names it."""
+    width = f"{run['filters']} filters"
+    return run["label"] if width in run["label"] else f"{run['label']} ({width})"
+
+
 def write_outputs(record: Mapping[str, Any], out: Path) -> None:
     """The report's paragraph and the curves figure of `record`, into `out`."""
     (out / "width.tex").write_text(width_tex(record, folder=out.name))
     runs = [*record["rows"], *record.get("curves", [])]
-    curves = {f"{run['label']} ({run['filters']} filters)": run["curve"] for run in runs}
+    curves = {_legend(run): run["curve"] for run in runs}
     save_figure(run_curves_figure(curves, title="Validation over training, per width"), out / FIGURE)
 
 
