@@ -18,7 +18,7 @@ def width_run(root: Path, name: str, filters: int, bpd: dict[int, float], judged
     row = fake_row(root, name, 0.0, 0.77, judged)
     run = Path(row[1])
     (run / "config.json").write_text(
-        json.dumps({"model": {**TINY, "nr_filters": filters}, "train": {"disc_weight": 0.0}})
+        json.dumps({"model": {**TINY, "nr_filters": filters}, "train": {"disc_weight": 0.0, "lr": 4e-4}})
     )
     lines = [
         {"epoch": e, "step": 100 * e, "val_bits_per_dim": b, "val_accuracy": 0.5 + b / 100}

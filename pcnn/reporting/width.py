@@ -51,14 +51,8 @@ def validation_curve(run: str | Path) -> list[dict[str, float]]:
 def width_row(
     label: str, run: str | Path, evaluation: str | Path, sweep: str | Path, verdicts: str | Path | None = None
 ) -> dict[str, Any]:
-    """A continuation-style row with the network's width, size and validation curve added."""
-    model = json.loads((Path(run) / "config.json").read_text())["model"]
-    return {
-        **row_record(label, run, evaluation, sweep, verdicts),
-        "filters": model["nr_filters"],
-        "parameters": parameter_count(model),
-        "curve": validation_curve(run),
-    }
+    """A continuation-style row with the network's width, size, learning rate and validation curve added."""
+    return {**row_record(label, run, evaluation, sweep, verdicts), **curve_run(label, run)}
 
 
 def curve_run(label: str, run: str | Path) -> dict[str, Any]:
