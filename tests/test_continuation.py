@@ -136,6 +136,13 @@ def test_a_hybrid_row_and_its_control_compare_in_pairs_through_redrawn_verdicts(
     tex = (out / "continuation.tex").read_text()
     assert "judged in their class by -15.0 points [" in tex and "samples compared in pairs" in tex
 
+    _with_verdicts(Path(control[3]), [8, 4, 10, 8])  # its own verdicts now, the re-drawn ones still named
+    assert main([*args, "--verdicts", "control", str(redrawn)]) == 0
+    rows = json.loads((out / "continuation.json").read_text())["rows"]
+    assert rows[0]["samples"]["verdicts"] == "<checkout>/control_redrawn/sweep.json"
+    record["temperatures"]["1.0"].pop("judge_predictions", None)
+    (Path(control[3]) / "sweep.json").write_text(json.dumps(record))
+
     without = tmp_path / "unpaired_table"
     assert main(["--out", str(without), "--row", *control, "--row", *hybrid]) == 0
     assert "compared in pairs" not in (without / "continuation.tex").read_text()

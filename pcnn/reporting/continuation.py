@@ -42,13 +42,11 @@ def _objective(config: Mapping[str, Any]) -> str:
 
 
 def _verdict_sweep(sweep: Path, judged: Mapping[str, Any], verdicts: Path | None) -> Path | None:
-    """The sweep.json that holds each of a row's samples' verdicts: the row's own when it recorded them,
-    else `verdicts`, a sweep of the very same samples re-drawn to record them (same seed, sampler and
-    judge), which must reproduce the row's shares exactly; None when neither has them."""
-    if "judge_predictions" in judged["temperatures"][SAMPLE_SETTING]:
-        return sweep / "sweep.json"
+    """The sweep.json that holds each of a row's samples' verdicts: `verdicts` when given, a sweep of the
+    very same samples re-drawn to record them (same seed, sampler and judge), which must reproduce the
+    row's shares exactly; else the row's own when it recorded them; None when neither has them."""
     if verdicts is None:
-        return None
+        return sweep / "sweep.json" if "judge_predictions" in judged["temperatures"][SAMPLE_SETTING] else None
     redrawn = json.loads((verdicts / "sweep.json").read_text())["temperatures"][SAMPLE_SETTING]
     setting = judged["temperatures"][SAMPLE_SETTING]
     if "judge_predictions" not in redrawn or any(redrawn[k] != setting[k] for k in ("overall", "per_class")):
@@ -171,7 +169,8 @@ def continuation_record(rows: list[list[str]], verdicts: Mapping[str, str] | Non
     verdicts (`verdicts`: re-drawn sweeps by row label), their paired difference of judged shares."""
     verdicts = verdicts or {}
     built = [row_record(*row, verdicts=verdicts.get(row[0])) for row in rows]
-    # the record names the verdicts portably; read them where this command was given them
+    # the record names the verdicts portably; read them where this command was given them (given
+    # verdicts take precedence over a sweep's own, as in _verdict_sweep)
     given = {label: Path(verdicts.get(label) or sweep) / "sweep.json" for label, _, _, sweep in rows}
     for row, control, _ in _controlled(built):
         if row["samples"]["verdicts"] and control["samples"]["verdicts"]:
