@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from pcnn.training.checkpoint import load_checkpoint, model_state, save_checkpoint
-from pcnn.workflow.runrecord import data_label, machine_roots, portable, provenance, runs_index
+from pcnn.workflow.runrecord import data_label, local_path, machine_roots, portable, provenance, runs_index
 from tests.conftest import tiny_model
 
 from ._pipeline import tiny_pipeline
@@ -93,6 +93,18 @@ def test_portable_names_each_folder_and_keeps_other_values() -> None:
     assert out["other"] == "<elsewhere>/kernel.json"
     assert out["not_inside"] == record["not_inside"], "a root matches whole path components only"
     assert out["numbers"] == [1, 2.5, None, True] and out["unit"] == "img/s"
+
+
+def test_local_path_finds_again_what_portable_labelled(tmp_path: Path) -> None:
+    roots = machine_roots(checkout=tmp_path / "pcnn", build=tmp_path / "pcnn" / "build")
+    for folder in (
+        tmp_path / "pcnn" / "figures" / "runs" / "a",
+        tmp_path / "pcnn" / "build" / "r",
+        tmp_path / "pcnn",
+    ):
+        assert local_path(portable(str(folder), roots), roots) == folder
+    assert local_path("figures/runs/a", roots) == Path("figures/runs/a"), "a relative path stays relative"
+    assert local_path("<checkout>x/a", roots) == Path("<checkout>x/a"), "a label is a whole path component"
 
 
 def test_data_label_says_which_data(tmp_path: Path) -> None:

@@ -13,13 +13,14 @@ from tests.test_continuation import fake_row
 TINY = {"nr_resnet": 1, "nr_logistic_mix": 2, "num_classes": 4, "image_size": 8, "dropout": 0.0}
 
 
-def width_run(root: Path, name: str, filters: int, bpd: dict[int, float], judged: float) -> list[str]:
+def width_run(
+    root: Path, name: str, filters: int, bpd: dict[int, float], judged: float, resnets: int = 1
+) -> list[str]:
     """A run of `filters` filters whose validation bits/dim per epoch are `bpd` (accuracy 0.5 + bpd/100)."""
     row = fake_row(root, name, 0.0, 0.77, judged)
     run = Path(row[1])
-    (run / "config.json").write_text(
-        json.dumps({"model": {**TINY, "nr_filters": filters}, "train": {"disc_weight": 0.0, "lr": 4e-4}})
-    )
+    model = {**TINY, "nr_filters": filters, "nr_resnet": resnets}
+    (run / "config.json").write_text(json.dumps({"model": model, "train": {"disc_weight": 0.0, "lr": 4e-4}}))
     lines = [
         {"epoch": e, "step": 100 * e, "val_bits_per_dim": b, "val_accuracy": 0.5 + b / 100}
         for e, b in bpd.items()
@@ -109,9 +110,39 @@ def test_a_run_stopped_early_joins_by_its_curve_alone(
     record = json.loads((out / "width.json").read_text())
     assert [c["filters"] for c in record["curves"]] == [16] and record["equal_epoch"]["epoch"] == 15
     tex = (out / "width.tex").read_text()
-    assert r"sixteen (learning rate $2.5\times10^{-4}$, stopped" in tex
+    assert r"sixteen (16 filters, 0.15M parameters, learning rate $2.5\times10^{-4}$, stopped" in tex
+    assert "Model width." in tex and "resnet block" not in tex
     assert "reaches 3.990 bits/dim and 54.0\\pct{} accuracy after 10 epochs, where" in tex
     assert "where 4 filters reach 4.100 bits/dim" in tex and "8 filters reach 3.950 bits/dim" in tex
     assert tex.count(r" \\") == 3  # the header and the two table rows
     (out / "width.tex").unlink()
     assert main(["--out", str(out)]) == 0 and (out / "width.tex").read_text() == tex
+
+
+def test_a_deeper_run_is_named_by_its_depth_and_joins_an_existing_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--curve` without `--row` adds a run to the folder's record; a run with more resnet blocks per stage
+    than the baseline is named by its depth in the paragraph, the legend and the title."""
+    monkeypatch.chdir(tmp_path)
+    base = width_run(tmp_path, "base", 4, {5: 4.5, 10: 4.1}, judged=0.6)
+    wide = width_run(tmp_path, "wide", 8, {5: 4.3, 10: 3.95}, judged=0.7)
+    deep = width_run(tmp_path, "deep", 8, {5: 4.2, 10: 3.9}, judged=0.0, resnets=2)
+    out = tmp_path / "width"
+    assert main(["--out", str(out), "--row", *base, "--row", *wide]) == 0
+    plain = (out / "width.tex").read_text()
+    assert main(["--out", str(out)]) == 0 and (out / "width.tex").read_text() == plain
+    assert main(["--out", str(out), "--curve", "deeper", deep[1]]) == 0
+    record = json.loads((out / "width.json").read_text())
+    assert [r["resnets"] for r in record["rows"]] == [1, 1] and record["curves"][0]["resnets"] == 2
+    assert record["curves"][0]["parameters"] > record["rows"][1]["parameters"]
+    tex = (out / "width.tex").read_text()
+    assert r"\paragraph{Model width and depth.} A network of 4 filters and 1 resnet block per stage" in tex
+    assert "deeper (8 filters and 2 resnet blocks per stage, " in tex
+    assert (
+        "reaches 3.900 bits/dim and 53.9\\pct{} accuracy after 10 epochs, where 4 filters reach 4.100" in tex
+    )
+    assert "8 filters reach 3.950" in tex
+    assert main(["--out", str(out)]) == 0 and (out / "width.tex").read_text() == tex
+    record["curves"][0]["label"] = "8 filters and 2 resnet blocks per stage"
+    assert "per stage (0." in width_tex(record), "a label that names its network is not followed by it again"

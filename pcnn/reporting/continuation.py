@@ -235,11 +235,12 @@ def rows_cli(
     description: str,
     build: Callable[[list[list[str]], dict[str, str]], dict[str, Any]],
     parents: Sequence[argparse.ArgumentParser] = (),
+    update: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda record: None,
 ) -> tuple[dict[str, Any], Path] | None:
     """The command line shared by the row tables: `--out DIR --row LABEL RUN EVALUATION SWEEP ...` builds
     the record from the rows (`build`) and writes `DIR/<name>.json`; without `--row` it reads that record
-    back (`parents`: a table's own options). Returns the record and DIR, or None after printing what is
-    missing."""
+    back, and writes it again where `update` (a table's own options, from `parents`) changes it. Returns
+    the record and DIR, or None after printing what is missing."""
     parser = argparse.ArgumentParser(
         prog=f"python -m pcnn.reporting.{name}", description=description, parents=list(parents)
     )
@@ -267,10 +268,14 @@ def rows_cli(
     try:
         if args.row:
             record = build(args.row, dict(args.verdicts))
-            out.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps(record, indent=2) + "\n")
         else:
             record = json.loads(record_path.read_text())
+            changed = update(record)
+            if changed is None:
+                return record, out
+            record = changed
+        out.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return None

@@ -108,6 +108,15 @@ def portable(value: Any, roots: Mapping[str | Path, str]) -> Any:
     return walk(value)
 
 
+def local_path(text: str, roots: Mapping[str | Path, str]) -> Path:
+    """The folder a `portable` path names on this machine: its leading label (`<checkout>/figures/...`)
+    replaced by the root that `roots` (as for `portable`) gives that label."""
+    for root, label in roots.items():
+        if label and (text == label or text.startswith(label + "/")):
+            return Path(root) / text[len(label) + 1 :]
+    return Path(text)
+
+
 def machine_roots(data_root: str | Path | None = None, **named: str | Path | None) -> dict[str, str]:
     """The roots of `portable` for a record of this machine: `named` folders (`build=...` is labelled
     `<build>`), the data folder by `data_label`, and the home folder as `~`."""
