@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from pcnn.reporting.continuation import continuation_tex, main
+from pcnn.reporting.continuation import continuation_tex, main, row_record
+
+
+def test_a_row_names_the_epoch_of_the_checkpoint_it_measured(tmp_path: Path) -> None:
+    """A run that trained on after the evaluated checkpoint: the row's epochs are the checkpoint's (as
+    `pcnn evaluate` records them), not the run's last line; older evaluations fall back to that line."""
+    row = fake_row(tmp_path, "run", 0.0, 0.8, 0.6)
+    assert row_record(*row)["epochs"] == 20
+    evaluation = Path(row[2])
+    measured = json.loads(evaluation.read_text())
+    evaluation.write_text(json.dumps({**measured, "checkpoint": {"epoch": 10, "step": 2340}}))
+    assert (row_record(*row)["epochs"], row_record(*row)["steps"]) == (10, 2340)
 
 
 def fake_row(

@@ -8,6 +8,7 @@ called, what the loader yields), on a tiny 8x8 model and a tiny synthetic data r
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path, PurePosixPath
 
@@ -23,7 +24,13 @@ from pcnn.core.classify import predict
 from pcnn.datasets import CPEN455Dataset, make_synthetic, read_split_csv
 from pcnn.evaluation import course
 from pcnn.evaluation.fid import IMAGE_EXTENSIONS
-from pcnn.training.checkpoint import CheckpointError, load_model, model_state, save_checkpoint
+from pcnn.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    model_state,
+    save_checkpoint,
+)
 from tests.conftest import randomize_, tiny_model
 
 SIZE = 8  # the tiny model's image size; the course's is 32
@@ -212,3 +219,11 @@ def test_evaluate_test_split_writes_the_course_submission(
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
     assert not (tmp_path / "v").exists() and not (tmp_path / "s").exists()
+    exported = json.loads((tmp_path / "plain" / "test_metrics.json").read_text())
+    assert exported["checkpoint"] == {"epoch": None, "step": None}, "an exported checkpoint has no position"
+    trained = tmp_path / "trained.pt"
+    save_checkpoint(trained, {**load_checkpoint(checkpoint), "epoch": 3, "step": 12})
+    val = ["evaluate", "--checkpoint", str(trained), "--data-dir", str(data_root), "--device", "cpu"]
+    assert main([*val, "--split", "validation", "--out", str(tmp_path / "val"), "--subset", "4"]) == 0
+    measured = json.loads((tmp_path / "val" / "validation_metrics.json").read_text())
+    assert measured["checkpoint"] == {"epoch": 3, "step": 12} and measured["n"] == 4

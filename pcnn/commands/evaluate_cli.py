@@ -11,7 +11,7 @@ import numpy as np
 
 from pcnn.datasets import CPEN455Dataset, DataError, class_counts, resolve_data_dir
 from pcnn.evaluation.evaluate import score_split, write_outputs
-from pcnn.training.checkpoint import CheckpointError, load_model
+from pcnn.training.checkpoint import CheckpointError, load_model, trained_position
 from pcnn.training.device import resolve_device
 
 
@@ -29,6 +29,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, device=device, weights=args.weights)
+        position = trained_position(args.checkpoint)
         root = resolve_data_dir(args.data_dir)
         dataset = CPEN455Dataset(root, args.split, image_size=model.config.image_size)
         prior = None
@@ -47,7 +48,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         prior=prior,
         subset=args.subset,
     )
-    paths = write_outputs(scores, args.out, args.split, fid=args.fid)
+    paths = write_outputs(scores, args.out, args.split, fid=args.fid, checkpoint=position)
     metrics = scores.metrics()
     shown = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
     print(json.dumps(shown, indent=2))

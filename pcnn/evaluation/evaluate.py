@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -183,11 +184,16 @@ def write_submission(scores: SplitScores, path: str | Path, fid: float | None = 
 
 
 def write_outputs(
-    scores: SplitScores, out_dir: str | Path, split: str, fid: float | None = None
+    scores: SplitScores,
+    out_dir: str | Path,
+    split: str,
+    fid: float | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write metrics JSON, per-class log-likelihoods and posteriors CSV, and (test split) the submission CSV.
 
-    `fid` goes into the submission as its last row (see :func:`write_submission`).
+    `fid` goes into the submission as its last row (see :func:`write_submission`); `checkpoint` (the epoch
+    and step of the weights scored) goes into the metrics JSON, which then says what it measured.
     """
     submission = split == "test" or not scores.labelled
     if fid is not None and not submission:
@@ -196,7 +202,8 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / f"{split}_metrics.json", "scores": out / f"{split}_log_likelihoods.csv"}
     metrics = scores.metrics()
-    paths["metrics"].write_text(json.dumps({"split": split, **metrics}, indent=2) + "\n")
+    position = {"checkpoint": dict(checkpoint)} if checkpoint is not None else {}
+    paths["metrics"].write_text(json.dumps({"split": split, **metrics, **position}, indent=2) + "\n")
     post = np.exp(scores.log_posterior)
     k = scores.log_likelihoods.shape[1]
     with paths["scores"].open("w", newline="") as handle:

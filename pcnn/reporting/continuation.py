@@ -64,8 +64,11 @@ def row_record(
     a re-drawn sweep of the same samples with per-sample verdicts, for a sweep recorded without them)."""
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
-    last = (read_metrics(run) or [{}])[-1]
     measured = json.loads(Path(evaluation).read_text())
+    # the evaluated checkpoint's position; evaluations written before `pcnn evaluate` recorded it measured
+    # the run's last checkpoint
+    position = measured.get("checkpoint") or {}
+    last = position if position.get("epoch") is not None else (read_metrics(run) or [{}])[-1]
     judged = json.loads((Path(sweep) / "sweep.json").read_text())
     setting = judged["temperatures"][SAMPLE_SETTING]
     verdict_sweep = _verdict_sweep(Path(sweep), judged, Path(verdicts) if verdicts else None)

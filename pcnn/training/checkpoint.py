@@ -67,6 +67,13 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
 
 
+def trained_position(path: str | Path) -> dict[str, Any]:
+    """The epoch and step at which a checkpoint was written: what a measurement of it names, since a run
+    folder's last line may be later than the checkpoint measured (a run that went on training)."""
+    state = load_checkpoint(path)
+    return {"epoch": state.get("epoch"), "step": state.get("step")}
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", weights: str = "auto") -> PixelCNNPP:
     """Rebuild the model from a checkpoint file alone, in eval mode.
 
