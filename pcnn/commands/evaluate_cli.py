@@ -11,7 +11,7 @@ import numpy as np
 
 from pcnn.datasets import CPEN455Dataset, DataError, class_counts, resolve_data_dir
 from pcnn.evaluation.evaluate import score_split, write_outputs
-from pcnn.training.checkpoint import CheckpointError, load_model, trained_position
+from pcnn.training.checkpoint import CheckpointError, load_checkpoint, model_from_state, trained_position
 from pcnn.training.device import resolve_device
 
 
@@ -28,8 +28,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         device = resolve_device(args.device)
-        model = load_model(args.checkpoint, device=device, weights=args.weights)
-        position = trained_position(args.checkpoint)
+        state = load_checkpoint(args.checkpoint)
+        model = model_from_state(state, device=device, weights=args.weights, source=args.checkpoint)
+        position = trained_position(state)
         root = resolve_data_dir(args.data_dir)
         dataset = CPEN455Dataset(root, args.split, image_size=model.config.image_size)
         prior = None

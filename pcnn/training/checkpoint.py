@@ -67,10 +67,9 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
 
 
-def trained_position(path: str | Path) -> dict[str, Any]:
-    """The epoch and step at which a checkpoint was written: what a measurement of it names, since a run
-    folder's last line may be later than the checkpoint measured (a run that went on training)."""
-    state = load_checkpoint(path)
+def trained_position(state: dict[str, Any]) -> dict[str, Any]:
+    """The epoch and step at which a checkpoint (`load_checkpoint`'s state) was written: what a measurement
+    of it names, since a run folder's last line may be later than the checkpoint measured."""
     return {"epoch": state.get("epoch"), "step": state.get("step")}
 
 
@@ -80,13 +79,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", weights: st
     `weights`: "auto" uses the Polyak-averaged (EMA) weights when the checkpoint has them, "ema" requires
     them, "raw" uses the trained weights.
     """
-    state = load_checkpoint(path)
+    return model_from_state(load_checkpoint(path), device, weights, source=path)
+
+
+def model_from_state(
+    state: dict[str, Any], device: str | torch.device = "cpu", weights: str = "auto", source: str | Path = ""
+) -> PixelCNNPP:
+    """`load_model` of a state already read (`source`: where it came from, for the error message)."""
     model = build_model(ModelConfig(**state["model_config"]))
     if weights not in ("auto", "ema", "raw"):
         raise ValueError(f"weights must be auto, ema or raw, got {weights!r}")
     ema = state.get("ema")
     if weights == "ema" and ema is None:
-        raise CheckpointError(f"{path} has no EMA weights")
+        raise CheckpointError(f"{source} has no EMA weights")
     chosen = ema if (ema is not None and weights != "raw") else state["model"]
     model.load_state_dict(chosen)
     return model.to(device).eval()
