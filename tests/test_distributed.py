@@ -27,6 +27,10 @@ WORKER = textwrap.dedent(
     from pcnn.training.engine import train
     config = RunConfig.from_dict(json.loads(sys.argv[1]))
     train(config, data_dir=sys.argv[2], run_dir=sys.argv[3], progress=False)
+    # Nothing may keep the process group alive past train(): gloo aborts when it dies at interpreter exit.
+    import gc
+    left = [o for o in gc.get_objects() if isinstance(o, torch.nn.parallel.DistributedDataParallel)]
+    assert not left, f"train() left {len(left)} DistributedDataParallel wrapper(s) alive"
     """
 )
 

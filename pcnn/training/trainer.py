@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -503,6 +504,11 @@ def train(
         if trainer.tensorboard is not None:
             trainer.tensorboard.close()
         if started:
+            # The DistributedDataParallel wrapper holds the process group, and the trainer's reference cycles
+            # keep it alive until the collector runs, which may be at interpreter exit, where gloo's threads
+            # abort the process (SIGABRT, "terminate called without an active exception"). Free it first.
+            del trainer
+            gc.collect()
             distributed.teardown(info)
 
 
