@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pcnn.reporting.width import equal_epoch, main, parameter_count, width_row, width_tex
+from pcnn.reporting.width import (
+    distinct_trajectories,
+    equal_epoch,
+    main,
+    parameter_count,
+    width_row,
+    width_tex,
+)
 from tests.test_continuation import fake_row
 
 TINY = {"nr_resnet": 1, "nr_logistic_mix": 2, "num_classes": 4, "image_size": 8, "dropout": 0.0}
@@ -146,3 +153,19 @@ def test_a_deeper_run_is_named_by_its_depth_and_joins_an_existing_record(
     assert main(["--out", str(out)]) == 0 and (out / "width.tex").read_text() == tex
     record["curves"][0]["label"] = "8 filters and 2 resnet blocks per stage"
     assert "per stage (0." in width_tex(record), "a label that names its network is not followed by it again"
+
+
+def test_the_figure_draws_one_curve_per_training_trajectory() -> None:
+    # A run judged after 30 and after 60 epochs gives two rows; a copy of its first 30 epochs gives a third.
+    early = {
+        "label": "after 30",
+        "curve": [{"epoch": 5, "bits_per_dim": 4.1}, {"epoch": 10, "bits_per_dim": 4.0}],
+    }
+    full = {"label": "after 60", "curve": [*early["curve"], {"epoch": 15, "bits_per_dim": 3.9}]}
+    same_length = {"label": "same run, later row", "curve": list(full["curve"])}
+    other = {
+        "label": "other",
+        "curve": [{"epoch": 5, "bits_per_dim": 4.1}, {"epoch": 10, "bits_per_dim": 3.8}],
+    }
+    runs = [early, full, same_length, other]
+    assert [run["label"] for run in distinct_trajectories(runs)] == ["same run, later row", "other"]

@@ -277,7 +277,8 @@ def run_curves_figure(
 ) -> Figure:
     """Validation bits/dim and accuracy per epoch of several runs (points: `epoch`, `bits_per_dim`,
     `accuracy`), on shared epoch axes: runs compared at equal epochs."""
-    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.4, 1, 2, sharex=True)
+    legend_rows = -(-len(curves) // 2)
+    fig, (ax_bpd, ax_acc) = new_figure(FULL, 2.4 + 0.14 * legend_rows, 1, 2, sharex=True)
     for (name, points), color in zip(curves.items(), colors(len(curves))):
         epochs = [p["epoch"] for p in points]
         style = {"color": color, "ms": 3, "lw": 1.2, "label": name}
@@ -288,8 +289,8 @@ def run_curves_figure(
     for ax in (ax_bpd, ax_acc):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    # bits/dim fall from the upper left: the upper right is where no curve runs
-    ax_bpd.legend(frameon=False, fontsize=6.5, loc="upper right")
+    # below both panels: inside either one, a legend of more than a few runs covers their early epochs
+    fig.legend(frameon=False, fontsize=6.5, loc="outside lower center", ncol=2, handles=ax_bpd.get_lines())
     fig.suptitle(title)
     return fig
 

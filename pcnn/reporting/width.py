@@ -257,11 +257,27 @@ def _legend(run: Mapping[str, Any], base_resnets: int) -> str:
     return run["label"] if network in run["label"] else f"{run['label']} ({network})"
 
 
+def distinct_trajectories(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The runs without those whose curve starts another's (longer, or equal and later) one: two rows of one
+    training run (after 30 and after 60 epochs, even from copies of its folder) would draw one curve over
+    the other."""
+
+    def continued(index: int) -> bool:
+        curve = runs[index]["curve"]
+        return any(
+            other["curve"][: len(curve)] == curve and (len(other["curve"]) > len(curve) or later > index)
+            for later, other in enumerate(runs)
+            if later != index
+        )
+
+    return [run for index, run in enumerate(runs) if not continued(index)]
+
+
 def write_outputs(record: Mapping[str, Any], out: Path) -> None:
     """The report's paragraph and the curves figure of `record`, into `out`."""
     (out / "width.tex").write_text(width_tex(record, folder=out.name))
     runs = [*record["rows"], *record.get("curves", [])]
-    curves = {_legend(run, runs[0]["resnets"]): run["curve"] for run in runs}
+    curves = {_legend(run, runs[0]["resnets"]): run["curve"] for run in distinct_trajectories(runs)}
     save_figure(run_curves_figure(curves, title="Validation over training, per network"), out / FIGURE)
 
 
