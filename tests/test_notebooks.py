@@ -81,7 +81,7 @@ def test_seed_ablation_runs_the_reduced_model_on_an_epoch_budget() -> None:
     assert ablation_base("cpu") == profile("cpu") and ablation_base("smoke") == profile("smoke")
 
 
-def test_wide_is_long_with_80_filters_on_the_same_schedule_and_ablates_the_40_filter_network() -> None:
+def test_wide_and_deep_share_long_schedule_and_ablate_its_40_filter_network() -> None:
     import dataclasses
 
     from pcnn.config import apply_overrides, profile
@@ -102,6 +102,10 @@ def test_wide_is_long_with_80_filters_on_the_same_schedule_and_ablates_the_40_fi
     ]
     ablated = apply_overrides(wide, stage_sizes("wide").ablation_overrides)
     assert ablated.model == long.model
+    # `deep` is `wide` with a second resnet block per stage, trained alike; its ablation is `wide`'s
+    deep = profile("deep")
+    assert deep.model == dataclasses.replace(wide.model, nr_resnet=2) and deep.train == wide.train
+    assert apply_overrides(deep, stage_sizes("deep").ablation_overrides).model == long.model
 
 
 @pytest.mark.slow
