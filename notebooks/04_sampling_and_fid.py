@@ -156,7 +156,7 @@ display(sampling_figure(ctx, "samples_over_training"))
 
 # %% [markdown]
 # ## The committed reference model's samples, beside these
-# `checkpoints/reference.pt` (the `cpu` profile on the course data), when this clone has it.
+# `checkpoints/reference.pt` as this clone has it (while a new reference build runs: the build it replaces).
 
 # %%
 sampling["reference_checkpoint"] = reference_samples(ctx, reference_checkpoint())
