@@ -70,14 +70,67 @@ def test_fid_summaries_have_the_record_shape() -> None:
     assert summary["mean"] == 5.0 and summary["n"] == 2 and summary["n_samples"] is None
 
     one = {"fid": 9.0, "kid_mean": 0.1, "kid_std": 0.01, "n_samples": 8, "dims": 2048, "n_reference": 8}
-    measured = {"model": one, "floor": {**one, "fid": 2.0}, "per_class": {0: {"fid": 1.0}, 3: {"fid": 2.0}}}
-    matched = stages.matched_summary(measured)
+    per_class = {0: {"model": 1.0, "floor": 0.5}, 3: {"model": 2.0, "floor": 0.7}}
+    measured = {"model": one, "floor": {**one, "fid": 2.0}, "per_class": per_class}
+    matched = stages.matched_summary([measured])
     assert matched["model"]["mean"] == 9.0 and matched["floor"]["mean"] == 2.0
-    assert matched["model"]["std"] is None and matched["floor"]["n"] == 1
+    assert matched["model"]["std"] is None and matched["floor"]["n"] == 1 and matched["model"]["n"] == 1
+    assert matched["model"]["kid_std"] == 0.01, "one draw keeps the KID's spread over its subsets"
     assert "dims" not in matched["floor"] and "n_reference" not in matched["model"]
-    assert list(matched["per_class"]) == [CLASS_NAMES[0], CLASS_NAMES[3]]
+    assert matched["per_class"] == {CLASS_NAMES[0]: per_class[0], CLASS_NAMES[3]: per_class[3]}
     line = stages.MatchedFid(matched, stages.Drawn(torch.zeros(0), torch.zeros(0)), 8).line
     assert "(8 vs 8, dims 2048): FID 9.00 (floor 2.00)" in line
+
+
+def test_matched_summary_over_draws_reports_their_spread() -> None:
+    def draw(fid: float, kid: float, panda: float | None) -> dict:
+        model = {"fid": fid, "kid_mean": kid, "kid_std": 0.0, "n_samples": 8, "dims": 2048}
+        floor = {"fid": 2.0, "kid_mean": 0.0, "kid_std": 0.0, "n_samples": 8}
+        return {"model": model, "floor": floor, "per_class": {1: {"model": panda, "floor": 0.5}}}
+
+    matched = stages.matched_summary([draw(150.0, 0.10, 200.0), draw(156.0, 0.14, 210.0)])
+    model = matched["model"]
+    assert model["mean"] == 153.0 and model["values"] == [150.0, 156.0] and model["n"] == 2
+    assert model["std"] == pytest.approx(np.sqrt(18.0)) and model["kid_mean"] == pytest.approx(0.12)
+    assert matched["floor"]["mean"] == 2.0 and matched["floor"]["n"] == 1, "one floor for every draw"
+    assert matched["per_class"][CLASS_NAMES[1]] == {"model": 205.0, "floor": 0.5}
+    line = stages.MatchedFid(matched, stages.Drawn(torch.zeros(0), torch.zeros(0)), 8).line
+    assert "FID 153.00 +- 4.24 over 2 draws (floor 2.00)" in line
+    unmeasured = stages.matched_summary([draw(150.0, 0.1, None), draw(156.0, 0.1, 210.0)])
+    assert unmeasured["per_class"][CLASS_NAMES[1]]["model"] is None, "a class unmeasured in one draw"
+    with pytest.raises(ValueError, match="at least one"):
+        stages.matched_summary([])
+
+
+def test_matched_fid_draws_once_per_seed_and_judges_the_first(
+    ctx: NotebookContext, model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcnn.evaluation import fid as fid_metrics
+    from pcnn.evaluation.fid import features
+
+    calls: list[dict] = []
+
+    def protocol(images, labels, data_root, per_class, dims, **kwargs) -> dict:
+        calls.append({"images": images, "real_features": kwargs["real_features"], "model": kwargs["model"]})
+        model_fid = {"fid": float(images.float().mean()), "kid_mean": 0.0, "kid_std": 0.0}
+        shared = {"n_samples": len(images), "dims": dims, "n_reference": len(images)}
+        return {
+            "model": {**model_fid, **shared},
+            "floor": {"fid": 1.0, "kid_mean": 0.0, "kid_std": 0.0, **shared},
+            "per_class": {},
+        }
+
+    monkeypatch.setattr(fid_metrics, "matched_protocol", protocol)
+    monkeypatch.setattr(features, "standard_model", lambda dims, device: torch.nn.Identity())
+    ctx.sizes.matched_seeds = [1000, 1001]
+    matched = stages.matched_fid(ctx, model, True)
+    assert matched is not None and len(calls) == 2 and matched.record["model"]["n"] == 2
+    assert not torch.equal(calls[0]["images"], calls[1]["images"]), "each seed draws its own samples"
+    assert calls[0]["real_features"] is calls[1]["real_features"], "the real images' features are shared"
+    assert calls[0]["model"] is calls[1]["model"], "one Inception network for every draw"
+    first = draw_class_samples(model, ctx.sizes.matched_per_class, seed=ctx.seed + 1000)
+    assert torch.equal(matched.samples.images, first[0]), "the judge scores the first draw"
+    assert matched.record["model"]["values"] == [float(c["images"].float().mean()) for c in calls]
 
 
 def test_without_inception_weights_nothing_is_measured(ctx: NotebookContext, model) -> None:

@@ -311,6 +311,7 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
         "FidMatchedFloor": fmt_mean_std(_fid_summary(sampling, "matched", "floor"), missing=fid_missing),
         "KidMatched": fmt(_get(sampling, "fid", "matched", "model", "kid_mean"), 4, missing=fid_missing),
         "FidMatchedSamples": _int(_get(sampling, "fid", "matched", "model", "n_samples")),
+        "FidMatchedDraws": _int(_get(sampling, "fid", "matched", "model", "n")),
         "SpeedBatch": _int(batch),
         "SpeedCached": fmt(_get(cached, "seconds_per_image"), 2),
         "SpeedNaive": fmt(_get(naive, "seconds_per_image"), 2),

@@ -139,8 +139,8 @@ def course_fid(ctx: NotebookContext, model: Any, available: bool, note: str | No
 
 @dataclass
 class MatchedFid:
-    """The record's `fid.matched` entry, the samples it measured (the judge scores the same ones) and the
-    number of real images they were measured against."""
+    """The record's `fid.matched` entry, the first draw's samples (the judge scores the same ones) and the
+    number of real images each draw was measured against."""
 
     record: dict[str, Any]
     samples: Drawn
@@ -148,64 +148,95 @@ class MatchedFid:
 
     @property
     def line(self) -> str:
-        """One sentence: FID and KID of the model beside the floor."""
+        """One sentence: FID (mean +- std over the draws) and KID of the model beside the floor."""
         model, floor = self.record["model"], self.record["floor"]
+        fid = f"FID {model['mean']:.2f}"
+        if model["n"] > 1:
+            fid += f" +- {model['std']:.2f} over {model['n']} draws"
         return (
             f"matched protocol ({model['n_samples']} vs {self.n_reference}, dims 2048): "
-            f"FID {model['mean']:.2f} (floor {floor['mean']:.2f}); "
+            f"{fid} (floor {floor['mean']:.2f}); "
             f"KID {model['kid_mean']:.4f} (floor {floor['kid_mean']:.4f})"
         )
 
 
-def matched_summary(measured: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's view of `pcnn.evaluation.fid.matched_protocol`: one draw (std None, n 1) for the model
-    and the floor, per-class numbers under class names."""
-    model, floor = measured["model"], measured["floor"]
-    shared = {"std": None, "n": 1}
+def matched_summary(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The record's view of `pcnn.evaluation.fid.matched_protocol` over one or more draws of samples:
+    the model's FID and KID as mean, std (ddof 1; None for one draw) and values over the draws, the floor
+    (the same real sets for every draw) once, per-class FIDs averaged over the draws under class names."""
+    from pcnn.evaluation.fid.distances import summarize_over_seeds
+
+    if not draws:
+        raise ValueError("matched_summary needs at least one measured draw")
+    models = [d["model"] for d in draws]
+    floor = draws[0]["floor"]
+    fid = summarize_over_seeds([m["fid"] for m in models])
+    kids = [m["kid_mean"] for m in models]
+    per_class = {}
+    for k, first in draws[0]["per_class"].items():
+        values = [d["per_class"][k]["model"] for d in draws]
+        per_class[CLASS_NAMES[k]] = {
+            "model": None if None in values else float(np.mean(values)),
+            "floor": first["floor"],
+        }
     return {
         "model": {
-            "mean": model["fid"],
-            **shared,
-            "kid_mean": model["kid_mean"],
-            "kid_std": model["kid_std"],
-            "n_samples": model["n_samples"],
-            "dims": model["dims"],
+            "mean": fid["mean"],
+            "std": fid["std"] if fid["n"] > 1 else None,
+            "n": fid["n"],
+            "values": fid["values"],
+            "kid_mean": float(np.mean(kids)) if None not in kids else None,
+            "kid_std": models[0]["kid_std"] if len(models) == 1 else float(np.std(kids, ddof=1)),
+            "n_samples": models[0]["n_samples"],
+            "dims": models[0]["dims"],
         },
         "floor": {
             "mean": floor["fid"],
-            **shared,
+            "std": None,
+            "n": 1,
             "kid_mean": floor["kid_mean"],
             "kid_std": floor["kid_std"],
             "n_samples": floor["n_samples"],
         },
-        "per_class": {CLASS_NAMES[k]: v for k, v in measured["per_class"].items()},
+        "per_class": per_class,
     }
 
 
 def matched_fid(ctx: NotebookContext, model: Any, available: bool) -> MatchedFid | None:
     """Matched-protocol FID and KID (as many samples as real training images, dims 2048) beside its floor,
-    from one feature pass; None without Inception weights."""
+    over the profile's `matched_seeds` draws (the real images' features computed once); None without
+    Inception weights."""
     from pcnn.evaluation import fid as fid_metrics
+    from pcnn.evaluation.fid.features import standard_model
 
     if not available:
         return None
     sz = ctx.sizes
-    drawn = Drawn(
-        *draw_class_samples(
-            model, sz.matched_per_class, seed=ctx.seed + 1000, device=ctx.device, batch_size=sz.sample_batch
+    real_features: dict = {}
+    inception = standard_model(2048, ctx.device)
+    draws, measured = [], []
+    for seed in ctx.seeds(sz.matched_seeds):
+        drawn = Drawn(
+            *draw_class_samples(
+                model, sz.matched_per_class, seed=seed, device=ctx.device, batch_size=sz.sample_batch
+            )
         )
-    )
-    measured = fid_metrics.matched_protocol(
-        drawn.images,
-        drawn.labels,
-        ctx.data_root,
-        sz.matched_per_class,
-        2048,
-        seed=ctx.seed,
-        device=ctx.device,
-        progress=False,
-    )
-    return MatchedFid(matched_summary(measured), drawn, measured["model"]["n_reference"])
+        draws.append(drawn)
+        measured.append(
+            fid_metrics.matched_protocol(
+                drawn.images,
+                drawn.labels,
+                ctx.data_root,
+                sz.matched_per_class,
+                2048,
+                seed=ctx.seed,
+                device=ctx.device,
+                model=inception,
+                progress=False,
+                real_features=real_features,
+            )
+        )
+    return MatchedFid(matched_summary(measured), draws[0], measured[0]["model"]["n_reference"])
 
 
 # ------------------------------------------------------------------------------------------ sample grids
