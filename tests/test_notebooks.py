@@ -102,11 +102,17 @@ def test_wide_and_deep_share_long_schedule_and_ablate_its_40_filter_network() ->
     ]
     ablated = apply_overrides(wide, stage_sizes("wide").ablation_overrides)
     assert ablated.model == long.model
-    # `deep` is `wide` with a second resnet block per stage, trained all of long's 80 epochs; its ablation
-    # is `wide`'s
+    # `deep` is `wide` with a second resnet block per stage, trained past the end of long's 80 epochs on the
+    # same decay (so its first 80 epochs are long's schedule), with the budget that this takes; its
+    # ablation is `wide`'s
     deep = profile("deep")
     assert deep.model == dataclasses.replace(wide.model, nr_resnet=2)
-    assert deep.train == dataclasses.replace(wide.train, epochs=long.train.epochs)
+    budget = {"epochs": deep.train.epochs, "max_minutes": deep.train.max_minutes}
+    assert deep.train == dataclasses.replace(wide.train, **budget)
+    assert deep.train.epochs > long.train.epochs and deep.train.max_minutes > wide.train.max_minutes
+    assert [lr_at(deep.train, e) for e in range(long.train.epochs)] == [
+        lr_at(long.train, e) for e in range(long.train.epochs)
+    ]
     assert apply_overrides(deep, stage_sizes("deep").ablation_overrides).model == long.model
 
 
