@@ -98,6 +98,8 @@ def test_matched_summary_over_draws_reports_their_spread() -> None:
     assert "FID 153.00 +- 4.24 over 2 draws (floor 2.00)" in line
     unmeasured = stages.matched_summary([draw(150.0, 0.1, None), draw(156.0, 0.1, 210.0)])
     assert unmeasured["per_class"][CLASS_NAMES[1]]["model"] is None, "a class unmeasured in one draw"
+    no_kid = stages.matched_summary([draw(150.0, None, 1.0), draw(156.0, None, 1.0)])
+    assert no_kid["model"]["kid_mean"] is None and no_kid["model"]["kid_std"] == 0.0
     with pytest.raises(ValueError, match="at least one"):
         stages.matched_summary([])
 

@@ -172,6 +172,10 @@ def matched_summary(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     floor = draws[0]["floor"]
     fid = summarize_over_seeds([m["fid"] for m in models])
     kids = [m["kid_mean"] for m in models]
+    kid_measured = None not in kids  # KID needs two images a side: tiny draws have none
+    # one draw: the spread over KID subsets; several: the spread over the draws
+    several = len(models) > 1 and kid_measured
+    kid_std = float(np.std(kids, ddof=1)) if several else models[0]["kid_std"]
     per_class = {}
     for k, first in draws[0]["per_class"].items():
         values = [d["per_class"][k]["model"] for d in draws]
@@ -185,8 +189,8 @@ def matched_summary(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "std": fid["std"] if fid["n"] > 1 else None,
             "n": fid["n"],
             "values": fid["values"],
-            "kid_mean": float(np.mean(kids)) if None not in kids else None,
-            "kid_std": models[0]["kid_std"] if len(models) == 1 else float(np.std(kids, ddof=1)),
+            "kid_mean": float(np.mean(kids)) if kid_measured else None,
+            "kid_std": kid_std,
             "n_samples": models[0]["n_samples"],
             "dims": models[0]["dims"],
         },
