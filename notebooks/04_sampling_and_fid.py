@@ -23,6 +23,7 @@
 # samplers. Course protocol: 25 samples per class saved as the course's JPEGs against the test folder,
 # Inception dims 192, mean and standard deviation over sampling seeds. Matched protocol: as many samples
 # as real training images (250 per class) at 32x32, dims 2048, with KID (unbiased at these counts).
+# The measured samples are drawn at one sampling temperature, chosen first on training images only.
 # Small profiles use fewer samples: their FID is not meaningful. Without Inception weights FID is not
 # measured, and this notebook says so instead of printing a number.
 
@@ -72,10 +73,12 @@ from pcnn.workflow.experiments import inception_status, sampler_speed
 from pcnn.workflow.pipeline import notebook_context, read_record, reference_checkpoint, write_result
 from pcnn.workflow.results import SamplingRecord, TrainingRecord
 from pcnn.workflow.sampling_stages import (
+    choose_temperature,
     completions,
     course_fid,
     grid_samples,
     matched_fid,
+    matched_reference,
     real_vs_generated,
     reference_samples,
     reviewer_checks,
@@ -99,21 +102,33 @@ model = load_model(checkpoint, device=ctx.device)
 print("model:", checkpoint)
 
 # %% [markdown]
+# ## Sampling temperature, chosen on training images
+# One selection draw at the notebook seed per candidate temperature of the profile (the same random
+# numbers for each), scored by the matched protocol's FID against training images; the lowest wins. The
+# reported draws below use other seeds, so their FID is not the minimum the choice was made by. Nothing
+# here looks at validation images.
+
+# %%
+available, note = inception_status()
+reference = matched_reference(ctx, available)
+chosen = choose_temperature(ctx, model, available, reference)
+print(chosen.line)
+
+# %% [markdown]
 # ## FID, course protocol, beside its real-data floor
 # The floor treats validation images exactly like samples (as many per class as the validation split
 # has, at most the samples' count): what real images score under this protocol.
 
 # %%
-available, note = inception_status()
-course = course_fid(ctx, model, available, note)
-sampling: dict = {"checkpoint": checkpoint, "fid": course.fid}
+course = course_fid(ctx, model, available, note, temperature=chosen.temperature)
+sampling: dict = {"checkpoint": checkpoint, "fid": course.fid, "temperature": chosen.record}
 print(course.line)
 
 # %% [markdown]
 # ## FID and KID, matched protocol, beside its real-data floor
 
 # %%
-matched = matched_fid(ctx, model, available)
+matched = matched_fid(ctx, model, available, temperature=chosen.temperature, reference=reference)
 if matched is not None:
     sampling["fid"]["matched"] = matched.record
     print(matched.line)
@@ -122,10 +137,11 @@ display(sampling_figure(ctx, "fid_floor", sampling))
 
 # %% [markdown]
 # ## Samples per class
-# The course protocol's first seed when it drew enough samples per class, else a fresh draw.
+# At the chosen temperature: the course protocol's first seed when it drew enough samples per class, else
+# a fresh draw.
 
 # %%
-grid = grid_samples(ctx, model, course.first)
+grid = grid_samples(ctx, model, course.first, temperature=chosen.temperature)
 display(sampling_figure(ctx, "samples_per_class"))
 
 # %% [markdown]
@@ -139,7 +155,8 @@ display(sampling_figure(ctx, "samples_temperatures"))
 # %% [markdown]
 # ## Completions of the top half
 # Validation images (a seeded random choice per class) keep their top half; the model draws the bottom
-# half under the true class, several times, and once under the next class.
+# half under the true class, several times, and once under the next class (at T = 1, the model as
+# trained).
 
 # %%
 completed = completions(ctx, model)

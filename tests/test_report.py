@@ -61,6 +61,26 @@ def test_numbers_are_formatted_from_the_results() -> None:
     assert report.tex_escape("gated_bias+polyak 50%") == r"gated\_bias+polyak 50\%"
 
 
+def test_the_sampling_temperature_and_its_choice_reach_the_text() -> None:
+    assert report.report_macros({})["SampleTemperature"] == "1", "records before the choice sampled at 1"
+    assert report.report_macros({})["SampleTemperatureChoice"] == "the model as trained"
+    choice = {
+        "chosen": 0.95,
+        "candidates": {"1.0": {"fid": 148.46, "kid": 0.1}, "0.95": {"fid": 145.0, "kid": 0.1}},
+        "seed": 0,
+        "n_samples": 1000,
+        "note": None,
+    }
+    macros = report.report_macros({"sampling": {"temperature": choice}})
+    assert macros["SampleTemperature"] == "0.95"
+    text = macros["SampleTemperatureChoice"]
+    assert "$T = 1.0$: 148.5, $T = 0.95$: 145.0" in text and "1000 samples at seed 0" in text
+    unchosen = {**choice, "chosen": 1.0, "candidates": {}, "note": "not chosen (no Inception weights)"}
+    assert report.report_macros({"sampling": {"temperature": unchosen}})["SampleTemperatureChoice"] == (
+        "not chosen (no Inception weights)"
+    )
+
+
 def test_ablation_table_marks_the_unconditional_variant_na() -> None:
     rows = [
         {

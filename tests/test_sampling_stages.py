@@ -105,12 +105,23 @@ def test_matched_summary_over_draws_reports_their_spread() -> None:
 
 
 def test_matched_fid_draws_once_per_seed_and_judges_the_first(
-    ctx: NotebookContext, model, monkeypatch: pytest.MonkeyPatch
+    ctx: NotebookContext, model, recorded_fid: list[dict]
 ) -> None:
-    from pcnn.evaluation import fid as fid_metrics
-    from pcnn.evaluation.fid import features
+    ctx.sizes.matched_seeds = [1000, 1001]
+    matched = stages.matched_fid(ctx, model, True)
+    calls = recorded_fid
+    assert matched is not None and len(calls) == 2 and matched.record["model"]["n"] == 2
+    assert not torch.equal(calls[0]["images"], calls[1]["images"]), "each seed draws its own samples"
+    assert calls[0]["real_features"] is calls[1]["real_features"], "the real images' features are shared"
+    assert calls[0]["model"] is calls[1]["model"], "one Inception network for every draw"
+    first = draw_class_samples(model, ctx.sizes.matched_per_class, seed=ctx.seed + 1000)
+    assert torch.equal(matched.samples.images, first[0]), "the judge scores the first draw"
+    assert matched.record["model"]["values"] == [float(c["images"].float().mean()) for c in calls]
+    assert matched.record["temperature"] == 1.0
 
-    calls: list[dict] = []
+
+def _record_protocol(calls: list[dict]):
+    """A stand-in for `fid.matched_protocol` whose FID is the samples' mean pixel: it records each call."""
 
     def protocol(images, labels, data_root, per_class, dims, **kwargs) -> dict:
         calls.append({"images": images, "real_features": kwargs["real_features"], "model": kwargs["model"]})
@@ -122,17 +133,104 @@ def test_matched_fid_draws_once_per_seed_and_judges_the_first(
             "per_class": {},
         }
 
-    monkeypatch.setattr(fid_metrics, "matched_protocol", protocol)
+    return protocol
+
+
+@pytest.fixture
+def recorded_fid(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Calls of the matched protocol, measured without Inception weights (an identity network)."""
+    from pcnn.evaluation import fid as fid_metrics
+    from pcnn.evaluation.fid import features
+
+    calls: list[dict] = []
+    monkeypatch.setattr(fid_metrics, "matched_protocol", _record_protocol(calls))
     monkeypatch.setattr(features, "standard_model", lambda dims, device: torch.nn.Identity())
-    ctx.sizes.matched_seeds = [1000, 1001]
-    matched = stages.matched_fid(ctx, model, True)
-    assert matched is not None and len(calls) == 2 and matched.record["model"]["n"] == 2
-    assert not torch.equal(calls[0]["images"], calls[1]["images"]), "each seed draws its own samples"
-    assert calls[0]["real_features"] is calls[1]["real_features"], "the real images' features are shared"
-    assert calls[0]["model"] is calls[1]["model"], "one Inception network for every draw"
-    first = draw_class_samples(model, ctx.sizes.matched_per_class, seed=ctx.seed + 1000)
-    assert torch.equal(matched.samples.images, first[0]), "the judge scores the first draw"
-    assert matched.record["model"]["values"] == [float(c["images"].float().mean()) for c in calls]
+    return calls
+
+
+def test_temperature_is_chosen_on_a_selection_draw_disjoint_from_the_reported_ones(
+    ctx: NotebookContext, model, recorded_fid: list[dict]
+) -> None:
+    ctx.sizes.temperature_candidates = [1.0, 0.5, 0.25]
+    ctx.sizes.matched_seeds = [1000]
+    reference = stages.matched_reference(ctx, True)
+    chosen = stages.choose_temperature(ctx, model, True, reference)
+    assert len(recorded_fid) == 3, "one selection draw per candidate"
+    per_class = ctx.sizes.matched_per_class
+    for call, temperature in zip(recorded_fid, [1.0, 0.5, 0.25]):
+        expected = draw_class_samples(model, per_class, seed=ctx.seed, temperature=temperature)[0]
+        assert torch.equal(call["images"], expected), "every candidate is drawn at the notebook seed"
+    fids = {t: float(c["images"].float().mean()) for t, c in zip(["1.0", "0.5", "0.25"], recorded_fid)}
+    assert chosen.record["candidates"] == {t: {"fid": f, "kid": 0.0} for t, f in fids.items()}
+    assert chosen.temperature == float(min(fids, key=fids.get)) == chosen.record["chosen"]
+    assert chosen.line.startswith(f"sampling temperature {chosen.temperature:g}")
+
+    matched = stages.matched_fid(ctx, model, True, temperature=chosen.temperature, reference=reference)
+    assert matched is not None and matched.record["temperature"] == chosen.temperature
+    reported = draw_class_samples(model, per_class, seed=ctx.seed + 1000, temperature=chosen.temperature)
+    assert torch.equal(recorded_fid[-1]["images"], reported[0]), "the reported draw is a fresh seed"
+    assert recorded_fid[-1]["real_features"] is recorded_fid[0]["real_features"], "real features shared"
+    assert recorded_fid[-1]["model"] is recorded_fid[0]["model"] is reference.inception
+
+
+def test_temperature_ties_keep_the_first_candidate(
+    ctx: NotebookContext, model, monkeypatch: pytest.MonkeyPatch, recorded_fid: list[dict]
+) -> None:
+    from pcnn.evaluation import fid as fid_metrics
+
+    constant = _record_protocol([])
+    monkeypatch.setattr(
+        fid_metrics,
+        "matched_protocol",
+        lambda *a, **k: {**constant(*a, **k), "model": {"fid": 7.0, "kid_mean": None}},
+    )
+    ctx.sizes.temperature_candidates = [0.9, 1.0]
+    assert stages.choose_temperature(ctx, model, True).temperature == 0.9
+
+
+def test_temperature_without_a_choice_draws_nothing(ctx: NotebookContext, model, recorded_fid) -> None:
+    ctx.sizes.temperature_candidates = [0.8]
+    single = stages.choose_temperature(ctx, model, True)
+    assert single.temperature == 0.8 and single.record["candidates"] == {} and "one candidate" in single.line
+    ctx.sizes.temperature_candidates = [1.0, 0.9]
+    offline = stages.choose_temperature(ctx, model, False)
+    assert offline.temperature == 1.0 and "no Inception weights" in offline.record["note"]
+    assert recorded_fid == [], "nothing was sampled or measured"
+    ctx.sizes.matched_seeds = [0, 1000]
+    with pytest.raises(ValueError, match="offset 0"):
+        stages.choose_temperature(ctx, model, True)
+    ctx.sizes.temperature_candidates = [1.0, 0.0]
+    with pytest.raises(ValueError, match="positive"):
+        stages.choose_temperature(ctx, model, True)
+
+
+def test_course_draws_at_the_chosen_temperature(
+    ctx: NotebookContext, model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcnn.evaluation import fid as fid_metrics
+    from pcnn.workflow import experiments
+
+    monkeypatch.setattr(experiments, "course_metrics", lambda *a, **k: {"fid": 2.0, "kid_mean": None})
+    monkeypatch.setattr(
+        fid_metrics,
+        "course_floor",
+        lambda *a, **k: {"fid": 1.0, "fid_std": 0.0, "fid_values": [1.0], "fid_all_validation": 1.0},
+    )
+    course = stages.course_fid(ctx, model, True, temperature=0.7)
+    assert course.fid["course"]["model"]["temperature"] == 0.7
+    first_seed = ctx.seeds(ctx.sizes.fid_seeds)[0]
+    expected = draw_class_samples(model, ctx.sizes.course_per_class, seed=first_seed, temperature=0.7)
+    assert course.first is not None and torch.equal(course.first.images, expected[0])
+
+
+def test_every_profile_keeps_the_selection_draw_apart() -> None:
+    from pcnn.config import PROFILES
+
+    for name in PROFILES:
+        sizes = stage_sizes(name)
+        assert all(t > 0 for t in sizes.temperature_candidates), name
+        if len(sizes.temperature_candidates) > 1:
+            assert 0 not in sizes.matched_seeds, f"{name}: a reported draw would be the selection draw"
 
 
 def test_without_inception_weights_nothing_is_measured(ctx: NotebookContext, model) -> None:
@@ -228,7 +326,10 @@ def test_real_vs_generated_and_the_record(ctx: NotebookContext, model) -> None:
             "sizes": sizes,
         }
     )
-    assert record.sizes["temperatures"] == [1.0] and record.extra == {}
+    assert record.sizes["temperatures"] == [1.0] and record.extra == {} and record.temperature is None
+    chosen = stages.choose_temperature(ctx, model, False)
+    with_choice = SamplingRecord.from_dict({**record.to_dict(), "temperature": chosen.record})
+    assert with_choice.temperature == chosen.record and with_choice.extra == {}
 
 
 def test_the_report_draws_what_the_stages_wrote(ctx: NotebookContext, model) -> None:

@@ -235,6 +235,22 @@ def _objective_text(train_cfg: Mapping[str, Any]) -> str:
     return f"the hybrid objective, $\\lambda = {fmt(weight, 3)}$ on $f = {fraction}$ of each batch"
 
 
+def _temperature_choice_text(choice: Mapping[str, Any] | None) -> str:
+    """How the sampling temperature was chosen, as a clause of the report's text (records without a
+    choice sampled at T = 1)."""
+    if not choice:
+        return "the model as trained"
+    scored = choice.get("candidates") or {}
+    if not scored:
+        return tex_escape(choice.get("note") or "the model as trained")
+    listed = ", ".join(f"$T = {t}$: {fmt(c.get('fid'), 1)}" for t, c in scored.items())
+    return (
+        f"the lowest matched-protocol FID ({listed}) on a selection draw of "
+        f"{_int(choice.get('n_samples'))} samples at seed {_int(choice.get('seed'))}, scored "
+        "against training images only and drawn apart from the reported draws"
+    )
+
+
 def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
     """Macro name -> LaTeX text for every number and word the report's prose uses."""
     meta = results.get("meta") or {}
@@ -312,6 +328,8 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
         "KidMatched": fmt(_get(sampling, "fid", "matched", "model", "kid_mean"), 4, missing=fid_missing),
         "FidMatchedSamples": _int(_get(sampling, "fid", "matched", "model", "n_samples")),
         "FidMatchedDraws": _int(_get(sampling, "fid", "matched", "model", "n")),
+        "SampleTemperature": f"{float(_get(sampling, 'temperature', 'chosen', default=1.0)):g}",
+        "SampleTemperatureChoice": _temperature_choice_text(sampling.get("temperature")),
         "SpeedBatch": _int(batch),
         "SpeedCached": fmt(_get(cached, "seconds_per_image"), 2),
         "SpeedNaive": fmt(_get(naive, "seconds_per_image"), 2),

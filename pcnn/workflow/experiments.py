@@ -106,6 +106,7 @@ def course_fid_over_seeds(
     batch_size: int = 0,
     keep_first: bool = True,
     progress: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[dict[str, Any], Tensor | None, Tensor | None]:
     """Course-protocol FID and KID (samples saved as the course's JPEGs, against the test folder) per seed.
 
@@ -116,7 +117,13 @@ def course_fid_over_seeds(
     fids, kids, first_images, first_labels = [], [], None, None
     for seed in seeds:
         images, labels = draw_class_samples(
-            model, per_class, seed=seed, device=device, batch_size=batch_size, progress=progress
+            model,
+            per_class,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            temperature=temperature,
         )
         if keep_first and first_images is None:
             first_images, first_labels = images, labels
@@ -134,6 +141,7 @@ def course_fid_over_seeds(
         n_samples=per_class * model.config.num_classes,
         dims=dims,
         reference=str(reference),
+        temperature=temperature,
     )
     return summary, first_images, first_labels
 

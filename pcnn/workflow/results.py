@@ -232,7 +232,8 @@ class AblationRow(Record):
 @dataclass
 class SamplingRecord(Record):
     """04_sampling_and_fid: FID under both protocols (`fid.course` and `fid.matched` only when
-    `fid.available`), the reviewer's checks, the sampler's speed and the sizes it ran with."""
+    `fid.available`), the reviewer's checks, the sampler's speed, the sizes it ran with and the sampling
+    temperature with how it was chosen (records before the choice have none: they sampled at T = 1)."""
 
     NAME: ClassVar[str] = "sampling"
     NOTEBOOK: ClassVar[str] = "04_sampling_and_fid"
@@ -247,6 +248,8 @@ class SamplingRecord(Record):
         "checks.nearest_neighbour_distance.*",
         "checks.judge_per_class.*.*",
         "speed.*.*",
+        "temperature.chosen",
+        "temperature.candidates.*.*",
     )
 
     checkpoint: str
@@ -255,6 +258,7 @@ class SamplingRecord(Record):
     checks: dict[str, Any]
     speed: list[dict[str, Any]]
     sizes: dict[str, Any]
+    temperature: dict[str, Any] | None = None
 
 
 RECORDS: dict[str, type[Record]] = {

@@ -105,10 +105,17 @@ def floor_summary(floor: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def course_fid(ctx: NotebookContext, model: Any, available: bool, note: str | None = None) -> CourseFid:
-    """Course-protocol FID over the profile's sampling seeds beside its real-data floor (validation images
-    treated as samples, at most as many per class as the validation split has); with `available` False
-    (no Inception weights) nothing is measured and `note` says why."""
+def course_fid(
+    ctx: NotebookContext,
+    model: Any,
+    available: bool,
+    note: str | None = None,
+    *,
+    temperature: float = 1.0,
+) -> CourseFid:
+    """Course-protocol FID over the profile's sampling seeds (samples at `temperature`) beside its
+    real-data floor (validation images treated as samples, at most as many per class as the validation
+    split has); with `available` False (no Inception weights) nothing is measured and `note` says why."""
     from pcnn.datasets import class_counts
     from pcnn.evaluation import fid as fid_metrics
     from pcnn.workflow.experiments import course_fid_over_seeds
@@ -124,6 +131,7 @@ def course_fid(ctx: NotebookContext, model: Any, available: bool, note: str | No
         ctx.seeds(sz.fid_seeds),
         device=ctx.device,
         batch_size=sz.sample_batch,
+        temperature=temperature,
     )
     floor = fid_metrics.course_floor(
         ctx.data_root,
@@ -206,55 +214,169 @@ def matched_summary(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def matched_fid(ctx: NotebookContext, model: Any, available: bool) -> MatchedFid | None:
-    """Matched-protocol FID and KID (as many samples as real training images, dims 2048) beside its floor,
-    over the profile's `matched_seeds` draws (the real images' features computed once); None without
-    Inception weights."""
-    from pcnn.evaluation import fid as fid_metrics
+@dataclass
+class MatchedReference:
+    """What every matched-protocol draw of a notebook shares: one Inception network and the real images'
+    features (computed at the first draw), so that choosing a temperature and the reported draws run
+    Inception on the 2000 real images once."""
+
+    inception: torch.nn.Module
+    real_features: dict
+
+
+def matched_reference(ctx: NotebookContext, available: bool) -> MatchedReference | None:
+    """The shared Inception network (dims 2048) on the notebook's device; None without Inception weights."""
     from pcnn.evaluation.fid.features import standard_model
 
+    return MatchedReference(standard_model(2048, ctx.device), {}) if available else None
+
+
+def _matched_draw(
+    ctx: NotebookContext, model: Any, seed: int, temperature: float, reference: MatchedReference
+) -> tuple[Drawn, dict[str, Any]]:
+    """One draw of `matched_per_class` samples per class at `temperature`, measured by the matched protocol
+    against the real training images of the notebook seed (`fid.matched_protocol`'s record)."""
+    from pcnn.evaluation import fid as fid_metrics
+
+    sz = ctx.sizes
+    drawn = Drawn(
+        *draw_class_samples(
+            model,
+            sz.matched_per_class,
+            seed=seed,
+            device=ctx.device,
+            batch_size=sz.sample_batch,
+            temperature=temperature,
+        )
+    )
+    measured = fid_metrics.matched_protocol(
+        drawn.images,
+        drawn.labels,
+        ctx.data_root,
+        sz.matched_per_class,
+        2048,
+        seed=ctx.seed,
+        device=ctx.device,
+        model=reference.inception,
+        progress=False,
+        real_features=reference.real_features,
+    )
+    return drawn, measured
+
+
+def matched_fid(
+    ctx: NotebookContext,
+    model: Any,
+    available: bool,
+    *,
+    temperature: float = 1.0,
+    reference: MatchedReference | None = None,
+) -> MatchedFid | None:
+    """Matched-protocol FID and KID (as many samples as real training images, dims 2048) beside its floor,
+    over the profile's `matched_seeds` draws at `temperature` (the real images' features computed once,
+    or taken from `reference`); None without Inception weights."""
     if not available:
         return None
+    reference = reference or matched_reference(ctx, available)
+    draws = [
+        _matched_draw(ctx, model, seed, temperature, reference) for seed in ctx.seeds(ctx.sizes.matched_seeds)
+    ]
+    record = {**matched_summary([measured for _, measured in draws]), "temperature": temperature}
+    first, first_measured = draws[0]
+    return MatchedFid(record, first, first_measured["model"]["n_reference"])
+
+
+# ------------------------------------------------------------------------------------ sampling temperature
+
+
+@dataclass
+class TemperatureChoice:
+    """The temperature the notebook's measured samples are drawn at, and the record's `temperature` entry:
+    the candidates' matched FIDs on the selection draw and how the choice was made."""
+
+    temperature: float
+    record: dict[str, Any]
+
+    @property
+    def line(self) -> str:
+        """One sentence: the choice and what it rests on."""
+        scored = self.record["candidates"]
+        if not scored:
+            return f"sampling temperature {self.temperature:g}: {self.record['note']}"
+        listed = ", ".join(f"T = {t}: {c['fid']:.1f}" for t, c in scored.items())
+        return (
+            f"sampling temperature {self.temperature:g}, the lowest matched FID of the selection draw "
+            f"(seed {self.record['seed']}, training images only): {listed}"
+        )
+
+
+def choose_temperature(
+    ctx: NotebookContext, model: Any, available: bool, reference: MatchedReference | None = None
+) -> TemperatureChoice:
+    """The sampling temperature among the profile's `temperature_candidates` with the lowest matched FID on
+    one selection draw at the notebook seed (common random numbers across the candidates; the first
+    listed wins a tie).
+
+    The matched protocol compares with training images, so the choice never looks at validation; the
+    selection draw's seed is disjoint from the reported draws (`matched_seeds` offsets are not 0), so the
+    reported FID at the chosen temperature is not the minimum it was chosen by. With one candidate, or
+    without Inception weights (then T = 1, the model as trained), nothing is drawn.
+    """
     sz = ctx.sizes
-    real_features: dict = {}
-    inception = standard_model(2048, ctx.device)
-    draws, measured = [], []
-    for seed in ctx.seeds(sz.matched_seeds):
-        drawn = Drawn(
-            *draw_class_samples(
-                model, sz.matched_per_class, seed=seed, device=ctx.device, batch_size=sz.sample_batch
-            )
+    candidates = [float(t) for t in sz.temperature_candidates]
+    if not candidates or any(t <= 0 for t in candidates):
+        raise ValueError(f"temperature_candidates must be positive temperatures, got {candidates}")
+    if 0 in sz.matched_seeds and len(candidates) > 1:
+        raise ValueError(
+            "matched_seeds must not hold the offset 0: the temperature's selection draw uses the notebook "
+            "seed, and the reported draws must be fresh ones"
         )
-        draws.append(drawn)
-        measured.append(
-            fid_metrics.matched_protocol(
-                drawn.images,
-                drawn.labels,
-                ctx.data_root,
-                sz.matched_per_class,
-                2048,
-                seed=ctx.seed,
-                device=ctx.device,
-                model=inception,
-                progress=False,
-                real_features=real_features,
-            )
-        )
-    return MatchedFid(matched_summary(measured), draws[0], measured[0]["model"]["n_reference"])
+    record: dict[str, Any] = {
+        "chosen": 1.0,
+        "candidates": {},
+        "seed": ctx.seed,
+        "per_class": sz.matched_per_class,
+        "n_samples": sz.matched_per_class * model.config.num_classes,
+        "rule": "lowest matched FID on the selection draw",
+        "note": None,
+    }
+    if len(candidates) == 1:
+        record.update(chosen=candidates[0], note="one candidate in the profile: no selection draw")
+    elif not available:
+        record["note"] = "not chosen (no Inception weights to measure FID): T = 1, the model as trained"
+    else:
+        reference = reference or matched_reference(ctx, available)
+        for temperature in candidates:
+            _, measured = _matched_draw(ctx, model, ctx.seed, temperature, reference)
+            record["candidates"][str(temperature)] = {
+                "fid": measured["model"]["fid"],
+                "kid": measured["model"]["kid_mean"],
+            }
+        scored = record["candidates"]
+        record["chosen"] = float(min(scored, key=lambda t: scored[t]["fid"]))
+    return TemperatureChoice(record["chosen"], record)
 
 
 # ------------------------------------------------------------------------------------------ sample grids
 
 
-def grid_samples(ctx: NotebookContext, model: Any, course: Drawn | None) -> Drawn:
+def grid_samples(
+    ctx: NotebookContext, model: Any, course: Drawn | None, *, temperature: float = 1.0
+) -> Drawn:
     """The samples of the per-class grid, saved as `samples.npz`: the course protocol's first seed when it
-    drew enough per class (the grid then shows measured samples), else a fresh draw at the notebook seed."""
+    drew enough per class (the grid then shows measured samples), else a fresh draw at the notebook seed
+    and `temperature` (that of the course draw)."""
     sz = ctx.sizes
     grid = course
     if grid is None or sz.course_per_class < sz.grid_per_class:
         grid = Drawn(
             *draw_class_samples(
-                model, sz.grid_per_class, seed=ctx.seed, device=ctx.device, batch_size=sz.sample_batch
+                model,
+                sz.grid_per_class,
+                seed=ctx.seed,
+                device=ctx.device,
+                batch_size=sz.sample_batch,
+                temperature=temperature,
             )
         )
     save_samples(ctx.paths.results, "samples", grid, sz.grid_per_class)
