@@ -111,3 +111,16 @@ def test_no_citations_of_design_notes_outside_the_repository() -> None:
         for m in stale.finditer(text)
     ]
     assert not hits, "cite docs/design.md#<heading> instead: " + ", ".join(hits)
+
+
+def test_no_committed_document_keeps_a_placeholder() -> None:
+    """Placeholders like `@@T095@@`, written while a number was still being measured, never land."""
+    documents = [REPO / "README.md", *DOCS.glob("*.md"), *(REPO / "figures").rglob("*.md")]
+    documents += [*(REPO / "report").glob("*.tex")]
+    placeholder = re.compile(r"@@\w+@@|\bTODO\b|\bXXX\b")
+    hits = [
+        f"{path.relative_to(REPO)}: {m.group()}"
+        for path in documents
+        for m in placeholder.finditer(path.read_text())
+    ]
+    assert not hits, "placeholders left in committed documents: " + ", ".join(hits)

@@ -74,7 +74,9 @@ def test_the_sampling_temperature_and_its_choice_reach_the_text() -> None:
     macros = report.report_macros({"sampling": {"temperature": choice}})
     assert macros["SampleTemperature"] == "0.95"
     text = macros["SampleTemperatureChoice"]
-    assert "$T = 1.0$: 148.5, $T = 0.95$: 145.0" in text and "1000 samples at seed 0" in text
+    assert "$T = 1$: 148.5, $T = 0.95$: 145.0" in text and "1000 samples at seed 0" in text
+    assert "departs from the original report" in macros["SampleTemperatureDeparture"]
+    assert report.report_macros({})["SampleTemperatureDeparture"] == ""
     unchosen = {**choice, "chosen": 1.0, "candidates": {}, "note": "not chosen (no Inception weights)"}
     assert report.report_macros({"sampling": {"temperature": unchosen}})["SampleTemperatureChoice"] == (
         "not chosen (no Inception weights)"

@@ -137,6 +137,9 @@ def test_declared_paths() -> None:
     assert schema.declares("training", "validation.per_class_accuracy.panda")
     assert schema.declares("ablation", "*.val_accuracy") and schema.declares("sampling", "fid.matched")
     assert not schema.declares("training", "validation.no_such_key")
+    assert schema.declares("sampling", "temperature.candidates.0.95.fid")
+    assert schema.declares("sampling", "temperature.candidates.1.fid")
+    assert not schema.declares("sampling", "temperature.candidates.0.95.fid.more")
 
 
 def test_every_key_path_the_report_reads_is_declared(tmp_path: Path) -> None:

@@ -236,19 +236,26 @@ def _objective_text(train_cfg: Mapping[str, Any]) -> str:
 
 
 def _temperature_choice_text(choice: Mapping[str, Any] | None) -> str:
-    """How the sampling temperature was chosen, as a clause of the report's text (records without a
-    choice sampled at T = 1)."""
+    """Why the samples were drawn at their temperature, as a parenthetical of the report's text (records
+    without a choice sampled the model as trained)."""
     if not choice:
         return "the model as trained"
     scored = choice.get("candidates") or {}
     if not scored:
         return tex_escape(choice.get("note") or "the model as trained")
-    listed = ", ".join(f"$T = {t}$: {fmt(c.get('fid'), 1)}" for t, c in scored.items())
+    listed = ", ".join(f"$T = {float(t):g}$: {fmt(c.get('fid'), 1)}" for t, c in scored.items())
     return (
-        f"the lowest matched-protocol FID ({listed}) on a selection draw of "
-        f"{_int(choice.get('n_samples'))} samples at seed {_int(choice.get('seed'))}, scored "
-        "against training images only and drawn apart from the reported draws"
+        f"chosen by the lowest matched-protocol FID ({listed}) on a selection draw of "
+        f"{_int(choice.get('n_samples'))} samples at seed {_int(choice.get('seed'))}, scored against "
+        "training images only and drawn apart from the reported draws"
     )
+
+
+def _temperature_departure(temperature: float) -> str:
+    """The clause that states sampling below T = 1 as a departure from the original report, or nothing."""
+    if temperature == 1.0:
+        return ""
+    return "; sampling below $T = 1$ departs from the original report, which samples the model as trained"
 
 
 def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
@@ -263,6 +270,7 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
     profile = meta.get("profile") or config.get("name") or "unknown"
     source = meta.get("data_source") or data.get("data_source") or "unknown"
     fid_missing = _fid_missing(sampling)
+    temperature = float(_get(sampling, "temperature", "chosen", default=1.0))
     speed = sampling.get("speed") or []
     batch = max((r["batch"] for r in speed), default=None)
     cached = next((r for r in speed if r["method"] == "cached" and r["batch"] == batch), None)
@@ -328,8 +336,9 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
         "KidMatched": fmt(_get(sampling, "fid", "matched", "model", "kid_mean"), 4, missing=fid_missing),
         "FidMatchedSamples": _int(_get(sampling, "fid", "matched", "model", "n_samples")),
         "FidMatchedDraws": _int(_get(sampling, "fid", "matched", "model", "n")),
-        "SampleTemperature": f"{float(_get(sampling, 'temperature', 'chosen', default=1.0)):g}",
+        "SampleTemperature": f"{temperature:g}",
         "SampleTemperatureChoice": _temperature_choice_text(sampling.get("temperature")),
+        "SampleTemperatureDeparture": _temperature_departure(temperature),
         "SpeedBatch": _int(batch),
         "SpeedCached": fmt(_get(cached, "seconds_per_image"), 2),
         "SpeedNaive": fmt(_get(naive, "seconds_per_image"), 2),

@@ -248,8 +248,9 @@ class SamplingRecord(Record):
         "checks.nearest_neighbour_distance.*",
         "checks.judge_per_class.*.*",
         "speed.*.*",
-        "temperature.chosen",
-        "temperature.candidates.*.*",
+        "temperature.*",
+        # keyed by the temperature as written ("0.95"), whose dot the key path splits on
+        "temperature.candidates.*.*.*",
     )
 
     checkpoint: str
