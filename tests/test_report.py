@@ -76,6 +76,9 @@ def test_the_sampling_temperature_and_its_choice_reach_the_text() -> None:
     text = macros["SampleTemperatureChoice"]
     assert "$T = 1$: 148.5, $T = 0.95$: 145.0" in text and "1000 samples at seed 0" in text
     assert "departs from the original report" in macros["SampleTemperatureDeparture"]
+    judged = {"checks": {"class_consistency": {"overall": 0.627, "overall_ci95": [0.598, 0.658]}}}
+    assert report.report_macros({"sampling": judged})["JudgeShare"] == "62.7"
+    assert report.report_macros({"sampling": judged})["JudgeShareCI"] == "[59.8, 65.8]"
     assert report.report_macros({})["SampleTemperatureDeparture"] == ""
     unchosen = {**choice, "chosen": 1.0, "candidates": {}, "note": "not chosen (no Inception weights)"}
     assert report.report_macros({"sampling": {"temperature": unchosen}})["SampleTemperatureChoice"] == (

@@ -336,6 +336,8 @@ def report_macros(results: Mapping[str, Any]) -> dict[str, str]:
         "KidMatched": fmt(_get(sampling, "fid", "matched", "model", "kid_mean"), 4, missing=fid_missing),
         "FidMatchedSamples": _int(_get(sampling, "fid", "matched", "model", "n_samples")),
         "FidMatchedDraws": _int(_get(sampling, "fid", "matched", "model", "n")),
+        "JudgeShare": fmt_pct(_get(sampling, "checks", "class_consistency", "overall")),
+        "JudgeShareCI": fmt_ci(_get(sampling, "checks", "class_consistency", "overall_ci95")),
         "SampleTemperature": f"{temperature:g}",
         "SampleTemperatureChoice": _temperature_choice_text(sampling.get("temperature")),
         "SampleTemperatureDeparture": _temperature_departure(temperature),
