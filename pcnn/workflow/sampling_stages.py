@@ -294,8 +294,12 @@ class TemperatureChoice:
     """The temperature the notebook's measured samples are drawn at, and the record's `temperature` entry:
     the candidates' matched FIDs on the selection draw and how the choice was made."""
 
-    temperature: float
     record: dict[str, Any]
+
+    @property
+    def temperature(self) -> float:
+        """The chosen temperature, as the record holds it."""
+        return float(self.record["chosen"])
 
     @property
     def line(self) -> str:
@@ -354,7 +358,7 @@ def choose_temperature(
             }
         scored = record["candidates"]
         record["chosen"] = float(min(scored, key=lambda t: scored[t]["fid"]))
-    return TemperatureChoice(record["chosen"], record)
+    return TemperatureChoice(record)
 
 
 # ------------------------------------------------------------------------------------------ sample grids
